@@ -73,6 +73,9 @@ class SimNode(Protocol):
 LatencyModel = Callable[[str, str, random.Random], float]
 """One-way latency in seconds from the first endpoint to the second."""
 
+MAX_STALLED_TICKS = 10_000
+"""How often a node may ask to be woken at the current instant again before the simulator calls it a livelock."""
+
 DropRule = Callable[[str, str, pb.GossipMessage], bool]
 """A test's rule: True drops the message going from the first endpoint to the second."""
 
@@ -89,6 +92,7 @@ class SimPeer:
     generation: int = 0
     timer_version: int = 0
     timer_at: float | None = None
+    stalled_ticks: int = 0
     delivered: list[tuple[float, ReceivedMessage]] = field(default_factory=list)
 
     @property
@@ -280,6 +284,12 @@ class SimNetwork:
                 return
             peer.timer_at = None
             self._call(peer, lambda n: n.on_tick(self.now))
+            # a node whose deadline stays at or before now after on_tick would spin the clock forever
+            after = peer.node.next_deadline() if peer.node is not None else None
+            peer.stalled_ticks = peer.stalled_ticks + 1 if after is not None and after <= self.now else 0
+            if peer.stalled_ticks > MAX_STALLED_TICKS:
+                stuck = f"next_deadline() stays at {after} <= now ({self.now}) after on_tick"
+                raise RuntimeError(f"{peer.endpoint}: {stuck}: timer livelock")
 
         self._push(max(deadline, self.now), fire)
 
