@@ -1,5 +1,6 @@
 """The block ledger of a peer: channels of blocks committed strictly in order, on SQLite."""
 
-from rumor.ledger.store import Ledger, LedgerError
+from rumor.ledger.memory import MemoryLedger
+from rumor.ledger.store import Ledger, LedgerError, check_chain
 
-__all__ = ["Ledger", "LedgerError"]
+__all__ = ["Ledger", "LedgerError", "MemoryLedger", "check_chain"]

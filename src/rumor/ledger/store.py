@@ -90,16 +90,8 @@ class Ledger:
             return
         with self._lock:
             height, prev_hash = self._tips.get(channel, (0, b""))
-            rows: list[tuple[str, int, bytes, bytes]] = []
-            for raw in blocks:
-                header = _decode_header(raw)
-                if header.number != height:
-                    raise LedgerError(f"channel {channel}: block {header.number} does not follow height {height}")
-                if height > 0 and header.previous_hash != prev_hash:
-                    raise LedgerError(f"channel {channel}: block {header.number} does not chain to block {height - 1}")
-                prev_hash = block_header_hash(header)
-                rows.append((channel, header.number, prev_hash, raw))
-                height += 1
+            hashes = check_chain(channel, height, prev_hash, blocks)
+            rows = [(channel, height + i, h, raw) for i, (h, raw) in enumerate(zip(hashes, blocks, strict=True))]
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 self._db.executemany("INSERT INTO blocks VALUES (?, ?, ?, ?)", rows)
@@ -107,7 +99,7 @@ class Ledger:
             except sqlite3.DatabaseError as exc:
                 self._db.execute("ROLLBACK")
                 raise LedgerError(f"channel {channel}: cannot store blocks: {exc}") from None
-            self._tips[channel] = (height, prev_hash)
+            self._tips[channel] = (height + len(blocks), hashes[-1])
 
     def get_block(self, channel: str, number: int) -> bytes | None:
         """The serialized block ``number`` of ``channel``, or None when the ledger has none."""
@@ -135,6 +127,24 @@ class Ledger:
                 return
             yield from chunk
             number += len(chunk)
+
+
+def check_chain(channel: str, height: int, prev_hash: bytes, blocks: Sequence[bytes]) -> list[bytes]:
+    """Header hashes of ``blocks`` if they extend a chain of ``height`` blocks ending in ``prev_hash``.
+
+    Raises LedgerError naming the first block that is undecodable, out of order or not chained.
+    """
+    hashes: list[bytes] = []
+    for raw in blocks:
+        header = _decode_header(raw)
+        if header.number != height:
+            raise LedgerError(f"channel {channel}: block {header.number} does not follow height {height}")
+        if height > 0 and header.previous_hash != prev_hash:
+            raise LedgerError(f"channel {channel}: block {header.number} does not chain to block {height - 1}")
+        prev_hash = block_header_hash(header)
+        hashes.append(prev_hash)
+        height += 1
+    return hashes
 
 
 def _decode_header(raw: bytes) -> common_pb2.BlockHeader:
