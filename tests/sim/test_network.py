@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import pytest
+
 from rumor.core.types import (
     Effect,
     Handshake,
@@ -179,3 +181,19 @@ def test_same_seed_same_trace() -> None:
     first, second = _random_run(7), _random_run(7)
     assert first and first == second
     assert _random_run(8) != first
+
+
+@dataclass
+class StuckNode(EchoNode):
+    """A buggy node whose timer never moves past now."""
+
+    def on_tick(self, now: float) -> list[Effect]:
+        self.ticks.append(now)
+        return []
+
+
+def test_timer_livelock_is_reported_not_hung() -> None:
+    net = SimNetwork()
+    net.add("s:1", b"S", b"id", StuckNode(RemotePeer(b"S", "s:1"), period=0.5))
+    with pytest.raises(RuntimeError, match="timer livelock"):
+        net.run_until(1.0)

@@ -109,7 +109,16 @@ class Deliver:
     message: ReceivedMessage
 
 
-Effect = Send | Handshake | Probe | Disconnect | Deliver
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """Block ``seq_num`` of ``channel`` is now durable in the ledger (for the application's commit stream)."""
+
+    channel: str
+    seq_num: int
+    block: bytes
+
+
+Effect = Send | Handshake | Probe | Disconnect | Deliver | Committed
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from rumor.core.types import (
+    Committed,
     Deliver,
     Disconnect,
     Effect,
@@ -94,6 +95,7 @@ class SimPeer:
     timer_at: float | None = None
     stalled_ticks: int = 0
     delivered: list[tuple[float, ReceivedMessage]] = field(default_factory=list)
+    committed: list[tuple[float, Committed]] = field(default_factory=list)
 
     @property
     def up(self) -> bool:
@@ -138,6 +140,7 @@ class SimNetwork:
         self.record = record
         self.log: list[tuple[float, str, str, str, str]] = []
         self.on_deliver: Callable[[SimPeer, ReceivedMessage, float], None] | None = None
+        self.on_commit: Callable[[SimPeer, Committed, float], None] | None = None
 
     # --- topology -------------------------------------------------------------------------------
 
@@ -306,6 +309,10 @@ class SimNetwork:
                 dst = self._find_pki(effect.pki_id)
                 if dst is not None:
                     self._connections.discard(self._pair(src.endpoint, dst.endpoint))
+            elif isinstance(effect, Committed):
+                src.committed.append((self.now, effect))
+                if self.on_commit is not None:
+                    self.on_commit(src, effect, self.now)
             elif isinstance(effect, Deliver):
                 src.delivered.append((self.now, effect.message))
                 if self.on_deliver is not None:
