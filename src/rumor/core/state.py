@@ -1,0 +1,249 @@
+"""State transfer for one channel: the in-order payload buffer and anti-entropy (sans-IO).
+
+Blocks reach a peer out of order (push, pull, state transfer) and the ledger
+takes them only in order. The provider sits between:
+
+    block n arrives ──> n < height: duplicate, dropped
+                        n >= height + blockBufferSize: too far ahead, dropped (counted)
+                        else: buffered; the run height, height+1, ... is committed at once
+                              (one ledger transaction), each block announced as Committed
+
+    every checkInterval: if a channel peer's StateInfo shows a height above ours,
+        send RemoteStateRequest[height, height+batchSize-1] (end inclusive, capped at
+        the highest known height) to a random such peer, with a fresh nonce
+    response: only the peer asked, only under the nonce asked, only blocks in the range
+        asked, each passing verify_block; buffered and committed; still behind -> ask
+        for the next batch at once (catch-up runs at the speed of round trips)
+    no response within responseTimeout -> ask another higher peer; after maxRetries
+        give up until the next check
+
+    RemoteStateRequest from a peer -> reply with at most batchSize blocks from the ledger.
+    Whether the requester may read the channel is decided by the caller, from the
+    identity its connection's handshake proved.
+
+A block that verifies but does not chain onto the ledger is dropped and counted;
+nothing unverified ever reaches the ledger.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from rumor.core.types import Committed, Effect, NullTracer, ReceivedMessage, RemotePeer, Send, Tracer
+from rumor.crypto.api import CryptoError, MessageCryptoService
+from rumor.ledger.store import LedgerError
+from rumor.wire import messages as m
+from rumor.wire.pb.gossip import message_pb2 as pb
+
+log = logging.getLogger("rumor.state")
+
+
+class LedgerPort(Protocol):
+    """The slice of a ledger the state provider uses (``Ledger`` and ``MemoryLedger`` both fit)."""
+
+    def height(self, channel: str) -> int: ...
+
+    def commit_many(self, channel: str, blocks: Sequence[bytes]) -> None: ...
+
+    def get_blocks(self, channel: str, start: int, end: int) -> list[bytes]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StateConfig:
+    """Fabric's peer.gossip.state keys, in seconds and counts."""
+
+    enabled: bool = True
+    check_interval: float = 10.0
+    response_timeout: float = 3.0
+    batch_size: int = 10
+    block_buffer_size: int = 20
+    max_retries: int = 3
+
+
+@dataclass
+class StateStats:
+    committed: int = 0
+    duplicates: int = 0
+    too_far_ahead: int = 0
+    rejected: int = 0
+    requests_sent: int = 0
+    requests_served: int = 0
+    responses_ignored: int = 0
+    timeouts: int = 0
+    buffer_high_water: int = 0
+
+
+@dataclass
+class _Outstanding:
+    nonce: int
+    peer: RemotePeer
+    start: int
+    end: int
+    deadline: float
+    attempts: int
+    tried: set[bytes] = field(default_factory=set)
+
+
+class StateProvider:
+    """Orders one channel's blocks into the ledger and fetches the ones it misses."""
+
+    def __init__(
+        self,
+        channel: str,
+        config: StateConfig,
+        ledger: LedgerPort,
+        mcs: MessageCryptoService,
+        rng: random.Random,
+        tracer: Tracer | None = None,
+    ) -> None:
+        self.channel = channel
+        self.channel_bytes = channel.encode()
+        self.config = config
+        self.ledger = ledger
+        self.mcs = mcs
+        self.rng = rng
+        self.tracer = tracer or NullTracer()
+        self.buffer: dict[int, bytes] = {}
+        self.stats = StateStats()
+        self._next_check: float | None = None
+        self._outstanding: _Outstanding | None = None
+
+    @property
+    def height(self) -> int:
+        return self.ledger.height(self.channel)
+
+    def start(self, now: float) -> None:
+        self._next_check = now + self.config.check_interval if self.config.enabled else None
+
+    def next_deadline(self) -> float | None:
+        times = [t for t in (self._next_check, self._outstanding and self._outstanding.deadline) if t is not None]
+        return min(times) if times else None
+
+    # --- blocks in ------------------------------------------------------------------------------
+
+    def add_payload(self, seq_num: int, block: bytes, now: float) -> list[Effect]:
+        """A verified block from gossip (or the application); commits whatever became contiguous."""
+        height = self.height
+        if seq_num < height or seq_num in self.buffer:
+            self.stats.duplicates += 1
+            return []
+        if seq_num >= height + self.config.block_buffer_size:
+            self.stats.too_far_ahead += 1
+            return []
+        self.buffer[seq_num] = block
+        self.stats.buffer_high_water = max(self.stats.buffer_high_water, len(self.buffer))
+        return self._commit_ready(now)
+
+    def _commit_ready(self, now: float) -> list[Effect]:
+        height = self.height
+        run: list[bytes] = []
+        while height + len(run) in self.buffer:
+            run.append(self.buffer.pop(height + len(run)))
+        if not run:
+            return []
+        try:
+            self.ledger.commit_many(self.channel, run)
+            committed = run
+        except LedgerError:
+            committed = self._commit_one_by_one(run, now)
+        self.stats.committed += len(committed)
+        self.tracer.event("block_committed", now, channel=self.channel, height=height + len(committed))
+        return [Committed(self.channel, height + i, raw) for i, raw in enumerate(committed)]
+
+    def _commit_one_by_one(self, run: list[bytes], now: float) -> list[bytes]:
+        """Commit the good prefix of a run whose batch commit failed; drop the block that broke it."""
+        done: list[bytes] = []
+        for raw in run:
+            seq = self.height
+            try:
+                self.ledger.commit_many(self.channel, [raw])
+            except LedgerError as exc:
+                self.stats.rejected += 1
+                log.warning("channel %s: block %d rejected by the ledger: %s", self.channel, seq, exc)
+                self.tracer.event("block_rejected", now, channel=self.channel, seq_num=seq, reason=str(exc))
+                break
+            done.append(raw)
+        # the blocks after the bad one wait in the buffer until anti-entropy brings a block that chains
+        for i, raw in enumerate(run[len(done) + 1 :]):
+            self.buffer[self.height + 1 + i] = raw
+        return done
+
+    # --- anti-entropy ---------------------------------------------------------------------------
+
+    def on_tick(self, now: float, peer_heights: Sequence[tuple[RemotePeer, int]]) -> list[Effect]:
+        """Retry a timed-out request, and every checkInterval ask a higher peer for what we miss."""
+        effects: list[Effect] = []
+        out = self._outstanding
+        if out is not None and now >= out.deadline:
+            self.stats.timeouts += 1
+            self._outstanding = None
+            if out.attempts < self.config.max_retries:
+                effects += self._request(now, peer_heights, attempts=out.attempts + 1, tried=out.tried)
+        if self._next_check is not None and now >= self._next_check:
+            self._next_check = now + self.config.check_interval
+            if self._outstanding is None:
+                effects += self._request(now, peer_heights, attempts=1, tried=set())
+        return effects
+
+    def _request(
+        self, now: float, peer_heights: Sequence[tuple[RemotePeer, int]], attempts: int, tried: set[bytes]
+    ) -> list[Effect]:
+        height = self.height
+        higher = [(p, h) for p, h in peer_heights if h > height]
+        if not higher:
+            return []
+        fresh = [(p, h) for p, h in higher if p.pki_id not in tried] or higher
+        peer, peer_height = self.rng.choice(sorted(fresh, key=lambda item: item[0].pki_id))
+        start = height
+        end = min(start + self.config.batch_size - 1, peer_height - 1)
+        nonce = self.rng.getrandbits(64)
+        self._outstanding = _Outstanding(
+            nonce, peer, start, end, now + self.config.response_timeout, attempts, tried | {peer.pki_id}
+        )
+        self.stats.requests_sent += 1
+        return [Send(m.seal(m.state_request(self.channel_bytes, start, end, nonce)), (peer,))]
+
+    def on_request(self, msg: ReceivedMessage, now: float) -> list[Effect]:
+        """Serve a RemoteStateRequest (the caller has checked the requester may read this channel)."""
+        req = msg.message.state_request
+        start, end = req.start_seq_num, req.end_seq_num
+        if end < start:
+            return []
+        end = min(end, start + self.config.batch_size - 1)  # nobody gets more than a batch per request
+        blocks = self.ledger.get_blocks(self.channel, start, end)
+        payloads = [pb.Payload(seq_num=start + i, data=raw) for i, raw in enumerate(blocks)]
+        self.stats.requests_served += 1
+        reply = m.state_response(self.channel_bytes, payloads, msg.message.nonce)
+        return [Send(m.seal(reply), (RemotePeer(msg.sender, msg.sender_endpoint),))]
+
+    def on_response(
+        self, msg: ReceivedMessage, now: float, peer_heights: Sequence[tuple[RemotePeer, int]]
+    ) -> list[Effect]:
+        """Take the blocks of an answer to our outstanding request; ask for more if still behind."""
+        out = self._outstanding
+        if out is None or msg.message.nonce != out.nonce or msg.sender != out.peer.pki_id:
+            self.stats.responses_ignored += 1
+            return []
+        self._outstanding = None
+        effects: list[Effect] = []
+        got = 0
+        for payload in msg.message.state_response.payloads:
+            seq = payload.seq_num
+            if not out.start <= seq <= out.end:
+                self.stats.rejected += 1
+                continue
+            try:
+                self.mcs.verify_block(self.channel, seq, payload.data)
+            except CryptoError as exc:
+                self.stats.rejected += 1
+                self.tracer.event("block_rejected", now, channel=self.channel, seq_num=seq, reason=str(exc))
+                continue
+            got += 1
+            effects += self.add_payload(seq, payload.data, now)
+        if got:
+            effects += self._request(now, peer_heights, attempts=1, tried=set())
+        return effects

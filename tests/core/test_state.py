@@ -1,0 +1,168 @@
+"""State transfer: in-order commits from a bounded buffer, anti-entropy that cannot be fooled."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from rumor.core.state import StateConfig, StateProvider
+from rumor.core.types import Committed, ReceivedMessage, RemotePeer, Send
+from rumor.crypto.blocks import block_header_hash, new_block, sign_block
+from rumor.crypto.cheap import CheapCryptoService, CheapRegistry
+from rumor.ledger import MemoryLedger
+from rumor.wire import messages as m
+from rumor.wire.pb.common import common_pb2
+from rumor.wire.pb.gossip import message_pb2 as pb
+
+CH = "ch"
+A = RemotePeer(b"A" * 32, "a:7051")
+B = RemotePeer(b"B" * 32, "b:7051")
+C = RemotePeer(b"C" * 32, "c:7051")
+
+
+@pytest.fixture
+def registry() -> CheapRegistry:
+    reg = CheapRegistry()
+    reg.register_channel(CH, ["OrdererMSP"])
+    return reg
+
+
+@pytest.fixture
+def blocks(registry: CheapRegistry) -> list[bytes]:
+    orderer = CheapCryptoService.for_peer("OrdererMSP", "orderer", registry)
+    out, prev = [], b""
+    for number in range(60):
+        block = sign_block(new_block(number, prev, [b"tx%d" % number]), orderer, nonce=b"n")
+        prev = block_header_hash(block.header)
+        out.append(block.SerializeToString())
+    return out
+
+
+def provider(registry: CheapRegistry, seed: int = 0, **overrides: object) -> StateProvider:
+    config = StateConfig(**overrides)  # type: ignore[arg-type]
+    mcs = CheapCryptoService.for_peer("Org1MSP", f"peer{seed}", registry)
+    state = StateProvider(CH, config, MemoryLedger(), mcs, random.Random(seed))
+    state.start(0.0)
+    return state
+
+
+def received(send: Send, sender: RemotePeer) -> ReceivedMessage:
+    return ReceivedMessage(sender.pki_id, sender.endpoint, b"", send.envelope, m.open_envelope(send.envelope))
+
+
+def only_send(effects: list) -> Send:
+    sends = [e for e in effects if isinstance(e, Send)]
+    assert len(sends) == 1, effects
+    return sends[0]
+
+
+def test_out_of_order_blocks_commit_in_order(registry: CheapRegistry, blocks: list[bytes]) -> None:
+    state = provider(registry)
+    assert state.add_payload(2, blocks[2], 1.0) == []
+    assert state.add_payload(1, blocks[1], 1.0) == []
+    committed = state.add_payload(0, blocks[0], 1.0)
+    assert [c.seq_num for c in committed] == [0, 1, 2]
+    assert all(isinstance(c, Committed) and c.block == blocks[c.seq_num] for c in committed)
+    assert state.height == 3 and state.buffer == {}
+    assert state.add_payload(1, blocks[1], 1.0) == []
+    assert state.stats.duplicates == 1
+
+
+def test_blocks_too_far_ahead_are_dropped(registry: CheapRegistry, blocks: list[bytes]) -> None:
+    state = provider(registry, block_buffer_size=5)
+    assert state.add_payload(5, blocks[5], 1.0) == []
+    assert state.stats.too_far_ahead == 1 and state.buffer == {}
+    state.add_payload(4, blocks[4], 1.0)
+    assert list(state.buffer) == [4]
+
+
+def test_a_block_that_does_not_chain_is_rejected_and_never_committed(
+    registry: CheapRegistry, blocks: list[bytes]
+) -> None:
+    state = provider(registry)
+    orderer = CheapCryptoService.for_peer("OrdererMSP", "orderer", registry)
+    fork = sign_block(new_block(1, b"wrong-previous-hash", [b"evil"]), orderer, nonce=b"n").SerializeToString()
+    state.add_payload(2, blocks[2], 1.0)
+    state.add_payload(1, fork, 1.0)
+    committed = state.add_payload(0, blocks[0], 1.0)
+    assert [c.seq_num for c in committed] == [0]
+    assert state.height == 1 and state.stats.rejected == 1
+    assert list(state.buffer) == [2]  # waits for a block 1 that chains
+    assert [c.seq_num for c in state.add_payload(1, blocks[1], 2.0)] == [1, 2]
+
+
+def catch_up(lagging: StateProvider, source: StateProvider, now: float) -> int:
+    """Run anti-entropy between two providers until the lagging one stops asking; returns round trips."""
+    trips = 0
+    effects = lagging.on_tick(now, [(A, source.height)])
+    while effects:
+        request = only_send(effects)
+        assert request.to == (A,)
+        reply = only_send(source.on_request(received(request, B), now))
+        effects = [e for e in lagging.on_response(received(reply, A), now, [(A, source.height)]) if isinstance(e, Send)]
+        trips += 1
+        assert len(lagging.buffer) <= lagging.config.block_buffer_size
+    return trips
+
+
+def test_anti_entropy_catches_up_in_batches(registry: CheapRegistry, blocks: list[bytes]) -> None:
+    source = provider(registry, seed=1)
+    source.add_payload(0, blocks[0], 0.0)
+    for seq in range(1, 55):
+        source.add_payload(seq, blocks[seq], 0.0)
+    lagging = provider(registry, seed=2)
+    assert lagging.on_tick(5.0, [(A, 55)]) == []  # not time to check yet
+    trips = catch_up(lagging, source, 10.0)
+    assert lagging.height == 55
+    assert trips == 6  # ceil(55 / batchSize)
+    assert lagging.ledger.get_blocks(CH, 0, 54) == blocks[:55]
+
+
+def test_request_is_capped_at_batch_size(registry: CheapRegistry, blocks: list[bytes]) -> None:
+    source = provider(registry, seed=1)
+    for seq in range(30):
+        source.add_payload(seq, blocks[seq], 0.0)
+    greedy = Send(m.seal(m.state_request(CH.encode(), 0, 1_000_000, 7)), (A,))
+    reply = only_send(source.on_request(received(greedy, B), 1.0))
+    payloads = m.open_envelope(reply.envelope).state_response.payloads
+    assert [p.seq_num for p in payloads] == list(range(10))
+    assert reply.to == (B,)
+
+
+def test_responses_that_were_not_asked_for_inject_nothing(registry: CheapRegistry, blocks: list[bytes]) -> None:
+    lagging = provider(registry, seed=3)
+    request = only_send(lagging.on_tick(10.0, [(A, 30)]))
+    nonce = m.open_envelope(request.envelope).nonce
+    payloads = [pb.Payload(seq_num=seq, data=blocks[seq]) for seq in range(10)]
+    wrong_nonce = Send(m.seal(m.state_response(CH.encode(), payloads, nonce + 1)), (B,))
+    assert lagging.on_response(received(wrong_nonce, A), 10.1, [(A, 30)]) == []
+    wrong_peer = Send(m.seal(m.state_response(CH.encode(), payloads, nonce)), (B,))
+    assert lagging.on_response(received(wrong_peer, C), 10.1, [(A, 30)]) == []
+    assert lagging.height == 0 and lagging.stats.responses_ignored == 2
+    block = common_pb2.Block()
+    block.ParseFromString(blocks[0])
+    block.data.data[0] = b"forged"
+    forged = [pb.Payload(seq_num=0, data=block.SerializeToString()), pb.Payload(seq_num=40, data=blocks[40])]
+    reply = Send(m.seal(m.state_response(CH.encode(), forged, nonce)), (B,))
+    assert lagging.on_response(received(reply, A), 10.2, [(A, 30)]) == []
+    assert lagging.height == 0 and lagging.stats.rejected == 2
+
+
+def test_timeout_retries_another_peer_then_gives_up_until_next_check(registry: CheapRegistry) -> None:
+    lagging = provider(registry, seed=4, max_retries=2)
+    heights = [(A, 30), (C, 30)]
+    first = only_send(lagging.on_tick(10.0, heights))
+    assert lagging.next_deadline() == 13.0
+    second = only_send(lagging.on_tick(13.0, heights))
+    assert second.to != first.to  # another peer on retry
+    assert lagging.on_tick(16.0, heights) == []  # max retries reached
+    assert lagging.stats.timeouts == 2
+    assert lagging.next_deadline() == 20.0
+    assert len([e for e in lagging.on_tick(20.0, heights) if isinstance(e, Send)]) == 1
+
+
+def test_disabled_state_transfer_never_asks(registry: CheapRegistry) -> None:
+    state = provider(registry, enabled=False)
+    assert state.next_deadline() is None
+    assert state.on_tick(100.0, [(A, 30)]) == []
