@@ -1,0 +1,277 @@
+"""The ``rumor`` command.
+
+Every failure the user can cause (a bad config, a bad spec, an existing output directory) ends in one line on
+stderr and exit code 2; anything else in one line and exit code 1. A traceback is printed only with
+``--log-level debug``, because it helps whoever debugs rumor and nobody else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import json
+import logging
+import sys
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+import typer.main
+from rich.console import Console
+from rich.table import Table
+
+import rumor
+from rumor.config import ConfigError, config_to_yaml, load_config
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+"""A problem with the user's input (config, spec, arguments): the exit code click uses for usage errors."""
+
+
+class LogLevel(enum.StrEnum):
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
+class LogFormat(enum.StrEnum):
+    text = "text"
+    json = "json"
+
+
+# Attributes every LogRecord has; anything else on a record came from `extra=` and belongs in the JSON object.
+_RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+class JSONFormatter(logging.Formatter):
+    """One JSON object per line: time (UTC, ISO 8601), level, logger, message, ``extra=`` fields, exception."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update({k: v for k, v in vars(record).items() if k not in _RECORD_ATTRS and not k.startswith("_")})
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+def setup_logging(level: str, fmt: str) -> None:
+    """Point the root logger at stderr with the given level (debug...error) and format (text or json)."""
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == LogFormat.json:
+        handler.setFormatter(JSONFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+
+
+def _debugging() -> bool:
+    return logging.getLogger().isEnabledFor(logging.DEBUG)
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    """Print ``error: message`` as one line on stderr and exit with ``code``."""
+    if _debugging() and sys.exc_info()[0] is not None:
+        traceback.print_exc()
+    print(f"error: {' '.join(str(message).splitlines())}", file=sys.stderr)
+    raise typer.Exit(code)
+
+
+app = typer.Typer(
+    name="rumor",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+config_app = typer.Typer(
+    help="Check and show configuration (core.yaml).\n\nExample: rumor config show core.yaml",
+    no_args_is_help=True,
+)
+crypto_app = typer.Typer(
+    help="Crypto material for a network.\n\nExample: rumor crypto generate --orgs 2 --peers-per-org 2 --out crypto",
+    no_args_is_help=True,
+)
+app.add_typer(config_app, name="config")
+app.add_typer(crypto_app, name="crypto")
+
+
+@app.callback()
+def _global_options(
+    log_level: Annotated[
+        LogLevel,
+        typer.Option(
+            help="Lowest level logged; debug also shows tracebacks.", envvar="RUMOR_LOGGING_LEVEL", case_sensitive=False
+        ),
+    ] = LogLevel.info,
+    log_format: Annotated[
+        LogFormat,
+        typer.Option(
+            help="Log line format: text, or json (one object per line).",
+            envvar="RUMOR_LOGGING_FORMAT",
+            case_sensitive=False,
+        ),
+    ] = LogFormat.text,
+) -> None:
+    """rumor: Hyperledger Fabric's gossip network in Python.
+
+    Example: rumor --log-level debug config check core.yaml
+    """
+    # Typer shows this docstring as the top-level help.
+    setup_logging(log_level.value, log_format.value)
+
+
+@app.command()
+def version() -> None:
+    """Print rumor's version and those of Python, grpcio and protobuf.
+
+    Example: rumor version
+    """
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    parts = [f"Python {sys.version.split()[0]}"]
+    for dist in ("grpcio", "protobuf"):
+        with contextlib.suppress(PackageNotFoundError):
+            parts.append(f"{dist} {dist_version(dist)}")
+    print(f"rumor {rumor.__version__} ({', '.join(parts)})")
+
+
+@config_app.command("check")
+def config_check(
+    path: Annotated[Path, typer.Argument(help="core.yaml file, or a directory holding one.")],
+) -> None:
+    """Load a core.yaml with the RUMOR_* environment overrides, validate it and print a summary.
+
+    Prints OK and the main settings, or one line naming the bad key (exit code 2).
+
+    Example: rumor config check /etc/rumor/core.yaml
+    """
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        fail(str(exc))
+    peer, gossip = config.peer, config.peer.gossip
+    if gossip.use_leader_election:
+        leadership = "leader election"
+    else:
+        leadership = "static org leader" if gossip.org_leader else "follower (static)"
+    print(f"OK: {path}")
+    print(f"  peer         {peer.id} ({peer.local_msp_id}), listening on {peer.listen_address}")
+    print(f"  endpoint     {gossip.endpoint or peer.address}; external: {gossip.external_endpoint or '(none)'}")
+    print(f"  bootstrap    {' '.join(gossip.bootstrap) or '(none)'}")
+    print(f"  tls          {'on' if peer.tls.enabled else 'off'}; msp: {peer.msp_config_path}")
+    print(f"  leadership   {leadership}; state transfer {'on' if gossip.state.enabled else 'off'}")
+    print(f"  gossip       {gossip.dissemination} dissemination")
+    print(f"  operations   {config.operations.listen_address}")
+
+
+@config_app.command("show")
+def config_show(
+    path: Annotated[
+        Path | None, typer.Argument(help="core.yaml file, or a directory holding one; omit for the defaults.")
+    ] = None,
+) -> None:
+    """Print the effective configuration as YAML: the file (or the defaults), then RUMOR_* overrides.
+
+    The output holds every key and is itself a valid core.yaml.
+
+    Example: RUMOR_PEER_GOSSIP_PULLINTERVAL=2s rumor config show core.yaml
+    """
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        fail(str(exc))
+    sys.stdout.write(config_to_yaml(config))
+
+
+@crypto_app.command("generate")
+def crypto_generate(
+    orgs: Annotated[int | None, typer.Option(min=1, help="Peer organizations (default 2).")] = None,
+    peers_per_org: Annotated[int | None, typer.Option(min=1, help="Peers in each organization (default 2).")] = None,
+    out: Annotated[Path, typer.Option(help="Directory to write the material to.")] = Path("crypto-config"),
+    spec: Annotated[
+        Path | None,
+        typer.Option(help="Network spec in YAML (cryptogen's crypto-config.yaml style) instead of --orgs."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace material already in the output directory.")] = False,
+) -> None:
+    """Generate CAs, certificates and keys in Fabric cryptogen's layout.
+
+    Without --spec: org1.example.com (Org1MSP)... with peer0... each, and orderer org example.com (OrdererMSP).
+
+    Example: rumor crypto generate --orgs 2 --peers-per-org 3 --out ./crypto-config
+    """
+    if spec is not None and (orgs is not None or peers_per_org is not None):
+        fail("use either --spec or --orgs/--peers-per-org, not both")
+    # Imported here so that commands that do not need certificates do not pay for loading the crypto stack.
+    from rumor.crypto.api import CryptoError
+    from rumor.crypto.material import default_spec, generate, load_spec
+
+    try:
+        network = load_spec(spec) if spec is not None else default_spec(orgs or 2, peers_per_org or 2)
+        material = generate(network, out, force=force)
+    except (CryptoError, ValueError, OSError) as exc:
+        fail(str(exc))
+
+    table = Table(title=f"Crypto material in {out}")
+    table.add_column("MSP ID", no_wrap=True)
+    table.add_column("Domain", no_wrap=True)
+    table.add_column("Nodes")
+    table.add_column("Users")
+    for org in material.orgs:
+        table.add_row(
+            org.mspid,
+            org.domain,
+            ", ".join(node.name for node in org.nodes),
+            ", ".join(user.name for user in org.users),
+        )
+    Console().print(table)
+    print(
+        f"wrote {_count(len(material.peers), 'peer')} and {_count(len(material.orderers), 'orderer')} "
+        f"in {_count(len(material.orgs), 'organization')} to {out}"
+    )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def main() -> None:
+    """Entry point of the ``rumor`` console script."""
+    # Not app(): in standalone mode click prints usage errors as a multi-line panel, and we want one line.
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(prog_name="rumor", standalone_mode=False)
+    except typer.TyperException as exc:  # a usage error: unknown option, bad option value, missing argument
+        # NoArgsIsHelpError has printed the help already; its message would be the help once more.
+        if type(exc).__name__ != "NoArgsIsHelpError":
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+            message = " ".join(exc.format_message().splitlines()).rstrip(".")
+            print(f"error: {message}{hint}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        print("error: aborted", file=sys.stderr)
+        sys.exit(EXIT_FAILURE)
+    except Exception as exc:  # a bug, not a user error: one line unless debugging
+        if _debugging():
+            traceback.print_exc()
+        print(
+            f"error: unexpected {type(exc).__name__}: {' '.join(str(exc).splitlines())} "
+            "(run with --log-level debug for the traceback)",
+            file=sys.stderr,
+        )
+        sys.exit(EXIT_FAILURE)
+    sys.exit(code if isinstance(code, int) else 0)
