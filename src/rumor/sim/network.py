@@ -170,6 +170,13 @@ class SimNetwork:
             raise ValueError(f"{endpoint} is down")
         return peer.node
 
+    def invoke(self, endpoint: str, call: Callable[[SimNode], list[Effect]]) -> None:
+        """Call into the node at ``endpoint`` now (as its application would) and carry out the effects."""
+        peer = self.peers[endpoint]
+        if peer.node is None:
+            raise ValueError(f"{endpoint} is down")
+        self._call(peer, call)
+
     def crash(self, endpoint: str) -> None:
         """Stop the node at ``endpoint`` without letting it say goodbye."""
         peer = self.peers[endpoint]

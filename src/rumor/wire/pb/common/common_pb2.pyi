@@ -10,6 +10,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    UNKNOWN: _ClassVar[Status]
+    SUCCESS: _ClassVar[Status]
+    BAD_REQUEST: _ClassVar[Status]
+    FORBIDDEN: _ClassVar[Status]
+    NOT_FOUND: _ClassVar[Status]
+    REQUEST_ENTITY_TOO_LARGE: _ClassVar[Status]
+    INTERNAL_SERVER_ERROR: _ClassVar[Status]
+    NOT_IMPLEMENTED: _ClassVar[Status]
+    SERVICE_UNAVAILABLE: _ClassVar[Status]
+
 class HeaderType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     MESSAGE: _ClassVar[HeaderType]
@@ -27,6 +39,15 @@ class BlockMetadataIndex(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TRANSACTIONS_FILTER: _ClassVar[BlockMetadataIndex]
     ORDERER: _ClassVar[BlockMetadataIndex]
     COMMIT_HASH: _ClassVar[BlockMetadataIndex]
+UNKNOWN: Status
+SUCCESS: Status
+BAD_REQUEST: Status
+FORBIDDEN: Status
+NOT_FOUND: Status
+REQUEST_ENTITY_TOO_LARGE: Status
+INTERNAL_SERVER_ERROR: Status
+NOT_IMPLEMENTED: Status
+SERVICE_UNAVAILABLE: Status
 MESSAGE: HeaderType
 CONFIG: HeaderType
 CONFIG_UPDATE: HeaderType

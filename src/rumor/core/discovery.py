@@ -1,0 +1,897 @@
+"""Discovery: which peers exist and which of them are alive (Fabric's gossip membership), sans-IO.
+
+    every aliveTimeInterval   seq += 1; sign AliveMessage{me, PeerTime(inc_num = start time in ns, seq),
+                              identity while publishCertPeriod lasts} + SecretEnvelope{internal endpoint};
+                              send it to propagatePeerNum random alive peers
+    on AliveMessage(X, t)     ignore X == me, and t <= the newest (inc_num, seq_num) known for X; verify the
+                              signature with X's identity (remembered, or carried and checked by the identity
+                              mapper); new X or dead X -> alive (peer_alive); forward to propagatePeerNum peers
+    every timeout / 10        alive X unheard for aliveExpirationTimeout -> dead (peer_dead), Disconnect;
+                              dead X unheard for msgExpirationFactor x timeout -> forgotten (peer_forgotten),
+                              unless X is a bootstrap or anchor peer; a forgotten X comes back only with a newer
+                              alive message than the last one known
+    every reconnectInterval   Probe each dead X; when X answers, send it a MembershipRequest
+    every pullInterval        MembershipRequest{my alive message} to pullPeerNum random alive peers
+    on MembershipRequest      its self_information must be the alive message of the connection's proven PKI-ID
+                              (else spoofed: no reply); reply MembershipResponse{alive, dead}, filtered for the
+                              requester by the disclosure policy; the response echoes the request's nonce
+    on MembershipResponse     every envelope is handled as an alive message; dead ones only for unknown peers
+    start                     Handshake each bootstrap peer and each peer of the peer store; on success (bootstrap
+                              peers: same org only) send a MembershipRequest; redo every reconnectInterval until
+                              a response comes, up to maxConnectionAttempts. Anchor peers (channel config) alike.
+
+Disclosure policy (what this peer may tell peer T about peer X):
+    X's alive message reaches T only if org(X) == org(T), or both X and T have an external endpoint;
+    its SecretEnvelope (internal endpoint) is stripped unless T is of our own org.
+    Forwarding a foreign X's message goes only to peers of our org or of X's org.
+
+The connection layer reports peers it lost (``on_connection_lost``); an alive peer is then presumed dead at
+once, as Fabric does with comm's "presumed dead" notices. A peer whose alive messages we cannot check (its
+identity unknown, its certificate no longer carried) is dialed once per reconnect interval so that the
+handshake proves its identity.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from google.protobuf.message import DecodeError
+
+from rumor.config import GossipConfig
+from rumor.core.identity import IdentityError, IdentityMapper
+from rumor.core.peerstore import PeerStore, StoredPeer
+from rumor.core.types import (
+    Disconnect,
+    Effect,
+    Handshake,
+    HandshakeResult,
+    NetworkMember,
+    NullTracer,
+    PKIid,
+    Probe,
+    ReceivedMessage,
+    RemotePeer,
+    Send,
+    Tracer,
+)
+from rumor.crypto.api import InvalidIdentity, InvalidSignature, MessageCryptoService, SecurityAdvisor
+from rumor.wire import messages as wire
+from rumor.wire.pb.gossip import message_pb2 as pb
+
+log = logging.getLogger("rumor.discovery")
+
+DISCOVERY_KINDS = frozenset({"alive_msg", "mem_req", "mem_res"})
+
+
+def _short(pki_id: bytes) -> str:
+    return pki_id.hex()[:16]
+
+
+def may_disclose(subject_org: bytes, subject_endpoint: str, target_org: bytes, target_endpoint: str) -> bool:
+    """Whether a peer (``subject``) may be revealed to another (``target``).
+
+    Within an org everything is shared; across orgs only peers that chose to be reachable from outside
+    (an external endpoint) are revealed, and only to peers that did the same.
+    """
+    return subject_org == target_org or bool(subject_endpoint and target_endpoint)
+
+
+@dataclass
+class DiscoveryStats:
+    """Counters of what discovery saw and did."""
+
+    alive_created: int = 0
+    alive_accepted: int = 0
+    alive_forwarded: int = 0
+    alive_stale: int = 0
+    alive_forged: int = 0
+    alive_rejected: int = 0
+    alive_unknown_identity: int = 0
+    own_alive_ignored: int = 0
+    malformed: int = 0
+    requests_sent: int = 0
+    requests_answered: int = 0
+    requests_refused: int = 0
+    spoofed_requests: int = 0
+    responses_received: int = 0
+    bootstrap_refused: int = 0
+    senders_rejected: int = 0
+    peers_dead: int = 0
+    peers_revived: int = 0
+    peers_forgotten: int = 0
+
+
+@dataclass(slots=True)
+class _Member:
+    pki_id: PKIid
+    org: bytes
+    envelope: pb.Envelope  # newest verified alive envelope; keeps its secret only for peers of our org
+    inc_num: int
+    seq_num: int
+    endpoint: str
+    internal_endpoint: str
+    metadata: bytes
+    last_seen: float
+    alive: bool
+
+    @property
+    def ts(self) -> tuple[int, int]:
+        return (self.inc_num, self.seq_num)
+
+    @property
+    def preferred_endpoint(self) -> str:
+        return self.internal_endpoint or self.endpoint
+
+    def remote(self) -> RemotePeer:
+        return RemotePeer(self.pki_id, self.preferred_endpoint)
+
+    def network_member(self) -> NetworkMember:
+        return NetworkMember(
+            pki_id=self.pki_id,
+            endpoint=self.endpoint,
+            internal_endpoint=self.internal_endpoint,
+            metadata=self.metadata,
+            org=self.org,
+        )
+
+
+@dataclass(slots=True)
+class _Dial:
+    """A peer known only by its endpoint (bootstrap, anchor, stored, or one whose identity we need)."""
+
+    endpoint: str
+    bootstrap: bool = False
+    anchor: bool = False
+    max_attempts: int = 1
+    attempts: int = 0
+    state: str = "due"  # due -> handshaking -> requested -> done; or refused / given_up
+    next_at: float = 0.0
+    nonce: int = 0
+    pki_id: PKIid = b""
+
+    @property
+    def kind(self) -> str:
+        return "bootstrap" if self.bootstrap else "anchor" if self.anchor else "known"
+
+
+# Outcome of handling one alive envelope.
+_FRESH, _STALE, _IGNORED, _REJECTED = "fresh", "stale", "ignored", "rejected"
+
+
+class Discovery:
+    """Membership of one peer: a sans-IO state machine driven through the "node" interface.
+
+    ``inc_num`` is the peer's start time in nanoseconds (any number larger than at its previous start);
+    ``rng`` is the only source of randomness. ``identities`` may be shared with the rest of the peer
+    (the certificate store fills it too); one is made when not given. ``peer_store`` remembers the
+    members across restarts. ``internal_endpoint`` overrides ``config.endpoint`` (the shell passes
+    peer.address when that is empty).
+    """
+
+    def __init__(
+        self,
+        config: GossipConfig,
+        identity: bytes,
+        mcs: MessageCryptoService,
+        advisor: SecurityAdvisor,
+        *,
+        inc_num: int,
+        rng: random.Random,
+        identities: IdentityMapper | None = None,
+        peer_store: PeerStore | None = None,
+        tracer: Tracer | None = None,
+        internal_endpoint: str | None = None,
+        metadata: bytes = b"",
+        persist_interval: float = 5.0,
+    ) -> None:
+        self.config = config
+        self.identity = identity
+        self._mcs = mcs
+        self._advisor = advisor
+        self._rng = rng
+        self._inc_num = inc_num
+        self._seq = 0
+        self.identities = identities if identities is not None else IdentityMapper(mcs, identity)
+        self.pki_id: PKIid = mcs.pki_id_of(identity)
+        self.org: bytes = advisor.org_of(identity)
+        self._store = peer_store
+        self.tracer: Tracer = tracer if tracer is not None else NullTracer()
+        self._internal = config.endpoint if internal_endpoint is None else internal_endpoint
+        self._external = config.external_endpoint
+        self._metadata = metadata
+        self._persist_interval = persist_interval
+        self.stats = DiscoveryStats()
+
+        # Insertion-ordered: every choice below walks these in a reproducible order.
+        self._members: dict[PKIid, _Member] = {}
+        self._forgotten: dict[PKIid, tuple[int, int, float]] = {}
+        self._dials: dict[str, _Dial] = {}
+        self._identify_tried: dict[PKIid, float] = {}
+        self._protected: set[PKIid] = set()
+        self._anchors: set[str] = set()
+        self._bootstrap = tuple(dict.fromkeys(ep for ep in config.bootstrap if not self._is_own_endpoint(ep)))
+
+        self._started_at: float | None = None
+        self._stopped = False
+        self._clock = 0.0
+        self._next_alive = self._next_check = self._next_pull = self._next_reconnect = 0.0
+        self._outbox: list[Effect] = []
+        self._own_alive: tuple[pb.Envelope, tuple[str, bytes, bool]] | None = None
+        self._dirty = False
+        self._last_save = float("-inf")
+        self.identities.subscribe(self._on_identity_purged)
+
+    # --- configuration and queries --------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._started_at is not None and not self._stopped
+
+    @property
+    def endpoint(self) -> str:
+        """The external endpoint this peer announces (empty: unknown outside its org)."""
+        return self._external
+
+    @property
+    def internal_endpoint(self) -> str:
+        return self._internal
+
+    @property
+    def metadata(self) -> bytes:
+        return self._metadata
+
+    def update_metadata(self, metadata: bytes) -> None:
+        """Announce ``metadata`` from the next alive message on."""
+        self._metadata = metadata
+
+    def update_endpoint(self, endpoint: str) -> None:
+        """Announce ``endpoint`` as the external endpoint from the next alive message on."""
+        self._external = endpoint
+
+    def add_anchor_peers(self, endpoints: Iterable[str]) -> None:
+        """Dial the anchor peers of a channel (any org) and never forget them; dials start at the next tick."""
+        for endpoint in endpoints:
+            if not endpoint or self._is_own_endpoint(endpoint):
+                continue
+            self._anchors.add(endpoint)
+            dial = self._dials.get(endpoint)
+            if dial is None:
+                self._add_dial(endpoint, anchor=True)
+            elif not dial.anchor:
+                dial.anchor = True
+                if dial.state in ("refused", "given_up"):
+                    dial.state, dial.attempts, dial.next_at = "due", 0, self._clock
+                    dial.max_attempts = self.config.max_connection_attempts
+
+    def self_member(self) -> NetworkMember:
+        return NetworkMember(
+            pki_id=self.pki_id,
+            endpoint=self._external,
+            internal_endpoint=self._internal,
+            metadata=self._metadata,
+            org=self.org,
+        )
+
+    def lookup(self, pki_id: PKIid) -> NetworkMember | None:
+        """The member with ``pki_id`` (alive or dead), this peer itself, or None."""
+        if pki_id == self.pki_id:
+            return self.self_member()
+        member = self._members.get(pki_id)
+        return None if member is None else member.network_member()
+
+    def alive_members(self) -> list[NetworkMember]:
+        return [m.network_member() for m in self._members.values() if m.alive]
+
+    def dead_members(self) -> list[NetworkMember]:
+        return [m.network_member() for m in self._members.values() if not m.alive]
+
+    def is_alive(self, pki_id: PKIid) -> bool:
+        member = self._members.get(pki_id)
+        return member is not None and member.alive
+
+    def revalidate_identities(self, now: float) -> list[Effect]:
+        """Check every known identity again (after a revocation); cut off the peers that fail."""
+        self._clock = now
+        self.identities.revalidate(now)
+        return self._drain([])
+
+    # --- the node interface ---------------------------------------------------------------------
+
+    def start(self, now: float) -> list[Effect]:
+        self._started_at = self._clock = now
+        self._next_alive = now + self.config.alive_time_interval
+        self._next_check = now + self._check_interval
+        self._next_pull = now + self.config.pull_interval
+        self._next_reconnect = now + self.config.reconnect_interval
+        for endpoint in self._bootstrap:
+            self._add_dial(endpoint, bootstrap=True)
+        if self._store is not None:
+            for stored in self._store.load():
+                self._restore(stored, now)
+        return self._drain(self._run_dials(now))
+
+    def stop(self, now: float) -> list[Effect]:
+        self._clock = now
+        if self._store is not None and self._dirty:
+            self._save(now)
+        self._stopped = True
+        self._outbox.clear()
+        return []
+
+    def next_deadline(self) -> float | None:
+        if not self.running:
+            return None
+        if self._outbox:
+            return self._clock
+        deadlines = [self._next_alive, self._next_check, self._next_pull, self._next_reconnect]
+        deadlines.extend(d.next_at for d in self._dials.values() if d.state in ("due", "handshaking", "requested"))
+        mapper = self.identities.next_deadline()
+        if mapper is not None:
+            deadlines.append(mapper)
+        if self._dirty and self._store is not None:
+            deadlines.append(max(self._last_save + self._persist_interval, self._clock))
+        return min(deadlines)
+
+    def on_tick(self, now: float) -> list[Effect]:
+        if not self.running:
+            return []
+        self._clock = now
+        effects: list[Effect] = []
+        cfg = self.config
+        if now >= self._next_alive:
+            self._next_alive = self._advance(self._next_alive, cfg.alive_time_interval, now)
+            effects += self._send_alive(now)
+        if now >= self._next_check:
+            self._next_check = self._advance(self._next_check, self._check_interval, now)
+            effects += self._check_alive(now)
+        if now >= self._next_pull:
+            self._next_pull = self._advance(self._next_pull, cfg.pull_interval, now)
+            effects += self._pull(now)
+        if now >= self._next_reconnect:
+            self._next_reconnect = self._advance(self._next_reconnect, cfg.reconnect_interval, now)
+            effects += self._reconnect_dead(now)
+        effects += self._run_dials(now)
+        self.identities.on_tick(now)  # purges come back through _on_identity_purged
+        if self._dirty and self._store is not None and now >= self._last_save + self._persist_interval:
+            self._save(now)
+        return self._drain(effects)
+
+    def on_message(self, msg: ReceivedMessage, now: float) -> list[Effect]:
+        kind = msg.message.WhichOneof("content")
+        if not self.running or kind not in DISCOVERY_KINDS or msg.sender == self.pki_id:
+            return []
+        self._clock = now
+        if msg.sender_identity:
+            # The handshake proved this identity; remembering it lets us check the sender's own alive messages.
+            try:
+                self.identities.put(msg.sender, msg.sender_identity, now)
+            except IdentityError as exc:
+                self.stats.senders_rejected += 1
+                log.info("dropping %s from %s: %s", kind, _short(msg.sender), exc)
+                return self._drain([])
+        if kind == "alive_msg":
+            effects = self._on_alive_message(msg, now)
+        elif kind == "mem_req":
+            effects = self._on_membership_request(msg, now)
+        else:
+            effects = self._on_membership_response(msg, now)
+        return self._drain(effects)
+
+    def on_handshake(self, result: HandshakeResult, now: float) -> list[Effect]:
+        dial = self._dials.get(result.endpoint)
+        if not self.running or dial is None or dial.state != "handshaking":
+            return []
+        self._clock = now
+        return self._drain(self._handshake_done(dial, result, now))
+
+    def on_probe(self, peer: RemotePeer, alive: bool, now: float) -> list[Effect]:
+        if not self.running:
+            return []
+        self._clock = now
+        member = self._members.get(peer.pki_id)
+        if not alive or member is None:
+            return self._drain([])
+        log.debug("dead peer %s answers, asking for its membership", _short(peer.pki_id))
+        return self._drain(self._send_requests([member.remote()], [member.org], now))
+
+    def on_connection_lost(self, pki_id: PKIid, now: float) -> list[Effect]:
+        if not self.running:
+            return []
+        self._clock = now
+        member = self._members.get(pki_id)
+        if member is None or not member.alive:
+            return self._drain([])
+        return self._drain(self._mark_dead(member, now, "connection lost"))
+
+    # --- alive messages -------------------------------------------------------------------------
+
+    def _on_alive_message(self, msg: ReceivedMessage, now: float) -> list[Effect]:
+        outcome, member, effects = self._accept_alive(msg.envelope, now)
+        if outcome == _FRESH and member is not None:
+            effects += self._forward(member, msg.sender)
+        return effects
+
+    def _accept_alive(
+        self, envelope: pb.Envelope, now: float, *, as_dead: bool = False
+    ) -> tuple[str, _Member | None, list[Effect]]:
+        """Check one alive envelope and learn from it; returns (outcome, member when fresh, effects)."""
+        try:
+            gm = wire.open_envelope(envelope)
+        except wire.InvalidMessage:
+            self.stats.malformed += 1
+            return _REJECTED, None, []
+        if gm.WhichOneof("content") != "alive_msg" or not gm.alive_msg.membership.pki_id:
+            self.stats.malformed += 1
+            return _REJECTED, None, []
+        am = gm.alive_msg
+        pki_id = am.membership.pki_id
+        if pki_id == self.pki_id:
+            self.stats.own_alive_ignored += 1
+            return _IGNORED, None, []
+        ts = (am.timestamp.inc_num, am.timestamp.seq_num)
+        known = self._members.get(pki_id)
+        tomb = self._forgotten.get(pki_id)
+        # Checked before the signature: most alive messages are repeats, and this costs nothing.
+        if (known is not None and ts <= known.ts) or (tomb is not None and ts <= tomb[:2]):
+            self.stats.alive_stale += 1
+            return _STALE, None, []
+        if as_dead and known is not None:
+            return _IGNORED, None, []
+
+        if am.identity:
+            try:
+                self.identities.put(pki_id, am.identity, now)
+            except IdentityError as exc:
+                return self._refuse_alive(pki_id, now, str(exc), forged=exc.reason == "mismatch")
+            identity = am.identity
+        else:
+            found = self.identities.get(pki_id, now)
+            if found is None:
+                self.stats.alive_unknown_identity += 1
+                return _REJECTED, None, self._identify(pki_id, am.membership.endpoint, envelope, now)
+            identity = found
+        if not envelope.signature:
+            return self._refuse_alive(pki_id, now, "unsigned alive message", forged=True)
+        try:
+            wire.verify_envelope(envelope, identity, self._mcs)
+            org = self._advisor.org_of(identity)
+            internal = wire.secret_endpoint(envelope, identity, self._mcs) if org == self.org else None
+        except InvalidSignature as exc:
+            return self._refuse_alive(pki_id, now, f"bad signature: {exc}", forged=True)
+        except (InvalidIdentity, wire.InvalidMessage) as exc:
+            return self._refuse_alive(pki_id, now, str(exc), forged=False)
+
+        stored = envelope
+        if org != self.org:
+            # A foreign peer's internal endpoint is none of our business, and must not travel further.
+            stored, internal = wire.strip_secret(envelope), None
+        elif internal is None and known is not None and known.internal_endpoint:
+            # Relayed through another org, it lost its secret; the one we hold is still the peer's own signature.
+            stored = pb.Envelope()
+            stored.CopyFrom(envelope)
+            stored.secret_envelope.CopyFrom(known.envelope.secret_envelope)
+            internal = known.internal_endpoint
+
+        self.stats.alive_accepted += 1
+        self._forgotten.pop(pki_id, None)
+        self._identify_tried.pop(pki_id, None)
+        if known is None:
+            member = _Member(
+                pki_id=pki_id,
+                org=org,
+                envelope=stored,
+                inc_num=ts[0],
+                seq_num=ts[1],
+                endpoint=am.membership.endpoint,
+                internal_endpoint=internal or "",
+                metadata=am.membership.metadata,
+                last_seen=now,
+                alive=not as_dead,
+            )
+            self._members[pki_id] = member
+            self._dirty = True
+            if member.alive:
+                log.info("new peer %s at %s (org %s)", _short(pki_id), member.preferred_endpoint, org.decode())
+                self.tracer.event("peer_alive", now, pki_id=pki_id, endpoint=member.preferred_endpoint, new=True)
+            else:
+                log.debug("learned of dead peer %s at %s", _short(pki_id), member.preferred_endpoint)
+            return _FRESH, member, []
+
+        member = known
+        if (member.endpoint, member.internal_endpoint) != (am.membership.endpoint, internal or ""):
+            self._dirty = True
+        member.envelope = stored
+        member.inc_num, member.seq_num = ts
+        member.endpoint = am.membership.endpoint
+        member.internal_endpoint = internal or ""
+        member.metadata = am.membership.metadata
+        member.last_seen = now
+        if not member.alive:
+            member.alive = True
+            self.stats.peers_revived += 1
+            log.info("peer %s at %s is alive again", _short(pki_id), member.preferred_endpoint)
+            self.tracer.event("peer_alive", now, pki_id=pki_id, endpoint=member.preferred_endpoint, new=False)
+        return _FRESH, member, []
+
+    def _refuse_alive(
+        self, pki_id: PKIid, now: float, reason: str, *, forged: bool
+    ) -> tuple[str, _Member | None, list[Effect]]:
+        if forged:
+            self.stats.alive_forged += 1
+            log.warning("dropping forged alive message claiming %s: %s", _short(pki_id), reason)
+            self.tracer.event("alive_forged", now, pki_id=pki_id, reason=reason)
+        else:
+            self.stats.alive_rejected += 1
+            log.debug("dropping alive message of %s: %s", _short(pki_id), reason)
+        return _REJECTED, None, []
+
+    def _identify(self, pki_id: PKIid, endpoint: str, envelope: pb.Envelope, now: float) -> list[Effect]:
+        """Dial a peer whose alive message we cannot check, so that its handshake tells us who it is."""
+        if pki_id in self._forgotten:
+            return []
+        tried = self._identify_tried.get(pki_id)
+        if tried is not None and now - tried < self.config.reconnect_interval:
+            return []
+        if not endpoint and envelope.HasField("secret_envelope"):
+            # Unverifiable so far, but only used as an address: whoever answers there proves who it is.
+            secret = pb.Secret()
+            try:
+                secret.ParseFromString(envelope.secret_envelope.payload)
+            except DecodeError:  # garbage just means no address
+                return []
+            endpoint = secret.internalEndpoint
+        if not endpoint or self._is_own_endpoint(endpoint):
+            return []
+        dial = self._dials.get(endpoint)
+        if dial is not None and dial.state in ("due", "handshaking", "requested"):
+            return []
+        self._identify_tried[pki_id] = now
+        if dial is None:
+            dial = self._add_dial(endpoint)
+        else:
+            dial.state, dial.attempts, dial.max_attempts, dial.next_at = "due", 0, 1, now
+        return self._run_dials(now)
+
+    def _forward(self, member: _Member, sender: PKIid) -> list[Effect]:
+        """Pass a new alive message on to a few random peers allowed to see it."""
+        candidates = [
+            m
+            for m in self._members.values()
+            if m.alive
+            and m.pki_id not in (member.pki_id, sender)
+            and m.preferred_endpoint
+            and may_disclose(member.org, member.endpoint, m.org, m.endpoint)
+            and (member.org == self.org or m.org in (self.org, member.org))
+        ]
+        targets = self._sample(candidates, self.config.propagate_peer_num)
+        self.stats.alive_forwarded += len(targets)
+        return self._send_split(member.envelope, targets)
+
+    def _send_alive(self, now: float) -> list[Effect]:
+        candidates = [
+            m
+            for m in self._members.values()
+            if m.alive and m.preferred_endpoint and may_disclose(self.org, self._external, m.org, m.endpoint)
+        ]
+        if not candidates:
+            return []
+        targets = self._sample(candidates, self.config.propagate_peer_num)
+        return self._send_split(self._self_alive(now, renew=True), targets)
+
+    def _self_alive(self, now: float, *, renew: bool = False) -> pb.Envelope:
+        """Our newest signed alive message; a new one (next seq_num) on each heartbeat or when it went stale.
+
+        Requests and responses reuse the heartbeat's message rather than minting their own: every copy of
+        our newest message then spreads by the same flood, so peers agree on when they last heard of us
+        (with one message per request, the newest copies travel only by pull and refresh some peers'
+        "last heard" seconds late). It also saves a signature per request.
+        """
+        assert self._started_at is not None
+        include_identity = now < self._started_at + self.config.publish_cert_period
+        cached = self._own_alive
+        if not renew and cached is not None and cached[1] == (self._external, self._metadata, include_identity):
+            return cached[0]
+        self._seq += 1
+        self.stats.alive_created += 1
+        msg = wire.alive(
+            self._external,
+            self.pki_id,
+            self._inc_num,
+            self._seq,
+            identity=self.identity if include_identity else b"",
+            metadata=self._metadata,
+        )
+        envelope = wire.seal(msg, self._mcs.sign)
+        if self._internal:
+            envelope = wire.with_secret(envelope, self._internal, self._mcs.sign)
+        self._own_alive = (envelope, (self._external, self._metadata, include_identity))
+        return envelope
+
+    def _for_org(self, envelope: pb.Envelope, target_org: bytes) -> pb.Envelope:
+        if target_org == self.org or not envelope.HasField("secret_envelope"):
+            return envelope
+        return wire.strip_secret(envelope)
+
+    def _send_split(self, envelope: pb.Envelope, targets: list[_Member]) -> list[Effect]:
+        """Send ``envelope`` to ``targets``, without its secret to those of other orgs."""
+        ours = tuple(m.remote() for m in targets if m.org == self.org)
+        theirs = tuple(m.remote() for m in targets if m.org != self.org)
+        effects: list[Effect] = []
+        if ours:
+            effects.append(Send(envelope, ours))
+        if theirs:
+            effects.append(Send(wire.strip_secret(envelope), theirs))
+        return effects
+
+    # --- liveness -------------------------------------------------------------------------------
+
+    @property
+    def _check_interval(self) -> float:
+        return self.config.alive_expiration_timeout / 10
+
+    @property
+    def _forget_after(self) -> float:
+        return self.config.alive_expiration_timeout * self.config.msg_expiration_factor
+
+    def _check_alive(self, now: float) -> list[Effect]:
+        effects: list[Effect] = []
+        timeout = self.config.alive_expiration_timeout
+        for member in list(self._members.values()):
+            silent = now - member.last_seen
+            if member.alive and silent > timeout:
+                effects += self._mark_dead(member, now, f"unheard for {silent:.1f}s")
+            elif not member.alive and silent > self._forget_after and not self._is_protected(member):
+                effects += self._forget(member, now, "expired")
+        for pki_id, (_, _, at) in list(self._forgotten.items()):
+            if now - at > self._forget_after:
+                del self._forgotten[pki_id]
+        for pki_id, at in list(self._identify_tried.items()):
+            if now - at > self.config.reconnect_interval:
+                del self._identify_tried[pki_id]
+        return effects
+
+    def _mark_dead(self, member: _Member, now: float, reason: str) -> list[Effect]:
+        member.alive = False
+        self.stats.peers_dead += 1
+        log.info("peer %s at %s is dead (%s)", _short(member.pki_id), member.preferred_endpoint, reason)
+        self.tracer.event("peer_dead", now, pki_id=member.pki_id, endpoint=member.preferred_endpoint, reason=reason)
+        return [Disconnect(member.pki_id)]
+
+    def _forget(self, member: _Member, now: float, reason: str) -> list[Effect]:
+        del self._members[member.pki_id]
+        self._forgotten[member.pki_id] = (member.inc_num, member.seq_num, now)
+        self._dirty = True
+        self.stats.peers_forgotten += 1
+        log.info("forgetting peer %s at %s (%s)", _short(member.pki_id), member.preferred_endpoint, reason)
+        self.tracer.event("peer_forgotten", now, pki_id=member.pki_id, reason=reason)
+        return [Disconnect(member.pki_id)]
+
+    def _is_protected(self, member: _Member) -> bool:
+        if member.pki_id in self._protected:
+            return True
+        keep = set(self._bootstrap) | self._anchors
+        return member.endpoint in keep or member.internal_endpoint in keep
+
+    def _on_identity_purged(self, pki_id: PKIid, identity: bytes, reason: str, now: float) -> None:
+        # Called by the mapper, possibly from another component's call: the effects wait in the outbox.
+        self._clock = max(self._clock, now)
+        member = self._members.get(pki_id)
+        if member is not None:
+            self._outbox += self._forget(member, now, f"identity {reason}")
+        elif reason != "unused":
+            self._outbox.append(Disconnect(pki_id))
+
+    def _reconnect_dead(self, now: float) -> list[Effect]:
+        return [Probe(m.remote()) for m in self._members.values() if not m.alive and m.preferred_endpoint]
+
+    # --- membership requests and responses ------------------------------------------------------
+
+    def _pull(self, now: float) -> list[Effect]:
+        candidates = [
+            m
+            for m in self._members.values()
+            if m.alive and m.preferred_endpoint and may_disclose(self.org, self._external, m.org, m.endpoint)
+        ]
+        targets = self._sample(candidates, self.config.pull_peer_num)
+        return self._send_requests([m.remote() for m in targets], [m.org for m in targets], now)
+
+    def _send_requests(self, targets: list[RemotePeer], orgs: list[bytes], now: float, nonce: int = 0) -> list[Effect]:
+        if not targets:
+            return []
+        own = self._self_alive(now)
+        effects: list[Effect] = []
+        for target, org in zip(targets, orgs, strict=True):
+            request = wire.membership_request(self._for_org(own, org), nonce=nonce)
+            effects.append(Send(wire.seal(request), (target,)))
+        self.stats.requests_sent += len(targets)
+        return effects
+
+    def _on_membership_request(self, msg: ReceivedMessage, now: float) -> list[Effect]:
+        request = msg.message.mem_req
+        try:
+            self_info = wire.open_envelope(request.self_information)
+        except wire.InvalidMessage:
+            self.stats.malformed += 1
+            return []
+        if self_info.WhichOneof("content") != "alive_msg":
+            self.stats.malformed += 1
+            return []
+        claimed = self_info.alive_msg.membership.pki_id
+        if claimed != msg.sender:
+            self.stats.spoofed_requests += 1
+            log.warning(
+                "membership request from %s carries the alive message of %s; not answering",
+                _short(msg.sender),
+                _short(claimed),
+            )
+            self.tracer.event("spoofed_membership_request", now, sender=msg.sender, claimed=claimed)
+            return []
+        outcome, member, effects = self._accept_alive(request.self_information, now)
+        if outcome == _REJECTED:
+            return effects
+        if outcome == _FRESH and member is not None:
+            effects += self._forward(member, msg.sender)
+        identity = self.identities.get(msg.sender, now)
+        if identity is None:
+            return effects
+        target_org = self._advisor.org_of(identity)
+        target_endpoint = self_info.alive_msg.membership.endpoint
+        if not may_disclose(self.org, self._external, target_org, target_endpoint):
+            self.stats.requests_refused += 1
+            log.warning(
+                "peer %s of org %s asks for membership, but this peer is not disclosed to it; closing the connection",
+                _short(msg.sender),
+                target_org.decode(errors="replace"),
+            )
+            return [*effects, Disconnect(msg.sender)]
+        alive_envs = [self._for_org(self._self_alive(now), target_org)]
+        dead_envs: list[pb.Envelope] = []
+        for m in self._members.values():
+            if m.pki_id == msg.sender or not may_disclose(m.org, m.endpoint, target_org, target_endpoint):
+                continue
+            (alive_envs if m.alive else dead_envs).append(self._for_org(m.envelope, target_org))
+        response = wire.seal(wire.membership_response(alive_envs, dead_envs, nonce=msg.message.nonce))
+        known = self._members.get(msg.sender)
+        endpoint = (known.preferred_endpoint if known is not None else "") or msg.sender_endpoint
+        self.stats.requests_answered += 1
+        return [*effects, Send(response, (RemotePeer(msg.sender, endpoint),))]
+
+    def _on_membership_response(self, msg: ReceivedMessage, now: float) -> list[Effect]:
+        self.stats.responses_received += 1
+        nonce = msg.message.nonce
+        if nonce:
+            for dial in self._dials.values():
+                if dial.state == "requested" and dial.nonce == nonce and dial.pki_id == msg.sender:
+                    dial.state = "done"
+                    log.debug("%s peer %s answered", dial.kind, dial.endpoint)
+        response = msg.message.mem_res
+        effects: list[Effect] = []
+        for envelope in response.alive:
+            effects += self._accept_alive(envelope, now)[2]
+        for envelope in response.dead:
+            effects += self._accept_alive(envelope, now, as_dead=True)[2]
+        return effects
+
+    # --- dialing peers known by endpoint only ---------------------------------------------------
+
+    def _add_dial(self, endpoint: str, *, bootstrap: bool = False, anchor: bool = False) -> _Dial:
+        attempts = self.config.max_connection_attempts if bootstrap or anchor else 1
+        dial = _Dial(endpoint, bootstrap=bootstrap, anchor=anchor, max_attempts=attempts, next_at=self._clock)
+        self._dials[endpoint] = dial
+        return dial
+
+    def _restore(self, stored: StoredPeer, now: float) -> None:
+        pki_id, endpoint, identity = stored
+        if pki_id == self.pki_id or not endpoint or self._is_own_endpoint(endpoint):
+            return
+        if identity:
+            try:
+                self.identities.put(pki_id, identity, now)
+            except IdentityError as exc:
+                log.info("stored peer %s at %s has an unusable identity: %s", _short(pki_id), endpoint, exc)
+        if endpoint not in self._dials:
+            # A peer store is remembered for as long as bootstrap peers are tried: it replaces them.
+            self._add_dial(endpoint).max_attempts = self.config.max_connection_attempts
+
+    def _run_dials(self, now: float) -> list[Effect]:
+        effects: list[Effect] = []
+        for dial in self._dials.values():
+            if dial.state == "handshaking" and now >= dial.next_at:
+                dial.state = "due"  # the shell never answered: count it as a failed attempt
+            if dial.state == "requested" and now >= dial.next_at:
+                log.debug("%s peer %s did not answer the membership request", dial.kind, dial.endpoint)
+                dial.state = "due"
+            if dial.state != "due" or now < dial.next_at:
+                continue
+            if dial.attempts >= dial.max_attempts:
+                dial.state = "given_up"
+                log.warning("giving up on %s peer %s after %d attempts", dial.kind, dial.endpoint, dial.attempts)
+                continue
+            dial.attempts += 1
+            dial.state = "handshaking"
+            dial.next_at = now + self.config.reconnect_interval
+            effects.append(Handshake(dial.endpoint))
+        return effects
+
+    def _handshake_done(self, dial: _Dial, result: HandshakeResult, now: float) -> list[Effect]:
+        if result.error or not result.pki_id:
+            return self._dial_failed(dial, result.error or "no identity", now)
+        if result.pki_id == self.pki_id:
+            dial.state = "done"
+            log.debug("%s peer %s is this peer; skipping it", dial.kind, dial.endpoint)
+            return []
+        try:
+            self.identities.put(result.pki_id, result.identity, now)
+            org = self._advisor.org_of(result.identity)
+        except InvalidIdentity as exc:
+            return self._dial_failed(dial, str(exc), now)
+        if dial.bootstrap and not dial.anchor and org != self.org:
+            dial.state = "refused"
+            self.stats.bootstrap_refused += 1
+            log.warning(
+                "bootstrap peer %s belongs to org %s, not our org %s; ignoring it",
+                dial.endpoint,
+                org.decode(errors="replace"),
+                self.org.decode(errors="replace"),
+            )
+            self.tracer.event("bootstrap_refused", now, endpoint=dial.endpoint, org=org, pki_id=result.pki_id)
+            return []
+        if dial.bootstrap or dial.anchor:
+            self._protected.add(result.pki_id)
+        dial.pki_id = result.pki_id
+        dial.nonce = self._rng.getrandbits(64) or 1
+        dial.state = "requested"
+        dial.next_at = now + self.config.reconnect_interval
+        return self._send_requests([RemotePeer(result.pki_id, dial.endpoint)], [org], now, nonce=dial.nonce)
+
+    def _dial_failed(self, dial: _Dial, reason: str, now: float) -> list[Effect]:
+        log_at = log.warning if dial.bootstrap or dial.anchor else log.debug
+        log_at("could not reach %s peer %s: %s", dial.kind, dial.endpoint, reason)
+        dial.state = "due"
+        dial.next_at = now + self.config.reconnect_interval
+        if dial.attempts >= dial.max_attempts:
+            dial.state = "given_up"
+            if dial.bootstrap or dial.anchor:
+                log.warning("giving up on %s peer %s after %d attempts", dial.kind, dial.endpoint, dial.attempts)
+        return []
+
+    # --- persistence ----------------------------------------------------------------------------
+
+    def _save(self, now: float) -> None:
+        assert self._store is not None
+        peers = [
+            StoredPeer(m.pki_id, m.preferred_endpoint, self.identities.peek(m.pki_id))
+            for m in sorted(self._members.values(), key=lambda m: not m.alive)
+            if m.preferred_endpoint
+        ]
+        self._store.save(peers)
+        self._dirty = False
+        self._last_save = now
+
+    # --- helpers --------------------------------------------------------------------------------
+
+    def _is_own_endpoint(self, endpoint: str) -> bool:
+        return bool(endpoint) and endpoint in (self._internal, self._external, self.config.endpoint)
+
+    def _sample(self, candidates: list[_Member], k: int) -> list[_Member]:
+        if len(candidates) <= k:
+            return candidates
+        return self._rng.sample(candidates, k)
+
+    @staticmethod
+    def _advance(deadline: float, interval: float, now: float) -> float:
+        deadline += interval
+        # After a long pause (a suspended process, a slow tick) skip the missed rounds instead of bursting.
+        return deadline if deadline > now else now + interval
+
+    def _drain(self, effects: list[Effect]) -> list[Effect]:
+        if not self._outbox:
+            return effects
+        out, self._outbox = [*self._outbox, *effects], []
+        return out
+
+
+__all__ = ["DISCOVERY_KINDS", "Discovery", "DiscoveryStats", "may_disclose"]
