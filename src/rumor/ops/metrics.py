@@ -1,0 +1,57 @@
+"""Prometheus metrics of one peer, fed by tracer events.
+
+Each peer owns its registry (several peers may run in one process, as tests and
+the embeddable API do), and the metric names are Fabric's (namespace
+``gossip``) so dashboards made for Fabric peers read rumor's too.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+NAMESPACE = "gossip"
+
+
+class PeerMetrics:
+    """The metrics of protocol.md, plus a few of rumor's own, in one registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.state_height = Gauge(
+            "state_height", "Ledger height of the channel", ["channel"], namespace=NAMESPACE, registry=r
+        )
+        self.state_commit_duration = Histogram(
+            "state_commit_duration", "Seconds to commit a block", ["channel"], namespace=NAMESPACE, registry=r
+        )
+        self.payload_buffer_size = Gauge(
+            "payload_buffer_size", "Blocks waiting in the in-order buffer", ["channel"], namespace=NAMESPACE, registry=r
+        )
+        self.leader_election_leader = Gauge(
+            "leader_election_leader",
+            "1 when this peer leads its org on the channel",
+            ["channel"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.comm_messages_sent = Counter("comm_messages_sent", "Messages sent", namespace=NAMESPACE, registry=r)
+        self.comm_messages_received = Counter(
+            "comm_messages_received", "Messages received", namespace=NAMESPACE, registry=r
+        )
+        self.comm_overflow_count = Counter(
+            "comm_overflow_count", "Messages dropped because a send queue was full", namespace=NAMESPACE, registry=r
+        )
+        self.membership_total_peers_known = Gauge(
+            "membership_total_peers_known", "Alive peers known", namespace=NAMESPACE, registry=r
+        )
+        self.blocks_rejected = Counter(
+            "blocks_rejected",
+            "Blocks refused (bad signature, broken chain)",
+            ["channel"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)

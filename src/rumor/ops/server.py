@@ -1,0 +1,153 @@
+"""The operations endpoint of a peer (aiohttp).
+
+    GET  /healthz     200 {"status": "OK"} or 503 with the failed checks
+    GET  /metrics     Prometheus text exposition
+    GET  /api/status  the peer's view as JSON (identity, channels, heights, leader, membership)
+    GET  /logspec     the current log specification
+    PUT  /logspec     {"spec": "debug"} or {"spec": "rumor.comm=debug:info"} changes log levels at run time
+
+The log specification follows Fabric's: colon-separated terms, each either a
+level (the default for every rumor logger) or ``logger[,logger]=level``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from aiohttp import web
+
+from rumor.ops.metrics import PeerMetrics
+
+StatusProvider = Callable[[], Mapping[str, Any]]
+HealthCheck = Callable[[], Awaitable[str | None] | str | None]
+"""A named check returns None when healthy, else the reason."""
+
+LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "fatal": logging.CRITICAL,
+    "critical": logging.CRITICAL,
+}
+
+
+class LogSpecError(ValueError):
+    """A log specification that does not parse."""
+
+
+def parse_logspec(spec: str) -> tuple[int, dict[str, int]]:
+    """(default level, {logger: level}) of a Fabric-style log specification."""
+    default: int | None = None
+    overrides: dict[str, int] = {}
+    for term in filter(None, (t.strip() for t in spec.split(":"))):
+        if "=" in term:
+            names, _, level_name = term.partition("=")
+            level = LEVELS.get(level_name.strip().lower())
+            if level is None or not names.strip():
+                raise LogSpecError(f"bad term {term!r}: expected logger=level with level one of {sorted(LEVELS)}")
+            for name in names.split(","):
+                overrides[name.strip()] = level
+        else:
+            level = LEVELS.get(term.lower())
+            if level is None:
+                raise LogSpecError(f"unknown level {term!r}: expected one of {sorted(LEVELS)}")
+            default = level
+    if default is None and not overrides:
+        raise LogSpecError("empty log specification")
+    return (default if default is not None else logging.getLogger("rumor").getEffectiveLevel()), overrides
+
+
+def apply_logspec(spec: str, previous: Mapping[str, int] | None = None) -> dict[str, int]:
+    """Set the levels of ``spec`` on the rumor loggers; returns the overrides now in force."""
+    default, overrides = parse_logspec(spec)
+    for name in previous or {}:
+        if name not in overrides:
+            logging.getLogger(name).setLevel(logging.NOTSET)
+    logging.getLogger("rumor").setLevel(default)
+    for name, level in overrides.items():
+        logging.getLogger(name).setLevel(level)
+    return overrides
+
+
+class OperationsServer:
+    """Serves the operations endpoint; ``start`` binds, ``stop`` closes every connection."""
+
+    def __init__(
+        self,
+        listen_address: str,
+        status: StatusProvider,
+        metrics: PeerMetrics,
+        health_checks: Mapping[str, HealthCheck] | None = None,
+    ) -> None:
+        host, _, port = listen_address.rpartition(":")
+        self.host = host or "127.0.0.1"
+        self.requested_port = int(port)
+        self.status = status
+        self.metrics = metrics
+        self.health_checks = dict(health_checks or {})
+        self.logspec = "info"
+        self._overrides: dict[str, int] = {}
+        self.app = web.Application()
+        self.app.add_routes(
+            [
+                web.get("/healthz", self._healthz),
+                web.get("/metrics", self._metrics),
+                web.get("/api/status", self._status),
+                web.get("/logspec", self._get_logspec),
+                web.put("/logspec", self._put_logspec),
+            ]
+        )
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.requested_port)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _healthz(self, _request: web.Request) -> web.Response:
+        failed = []
+        for name, check in self.health_checks.items():
+            result = check()
+            reason = await result if isinstance(result, Awaitable) else result
+            if reason:
+                failed.append({"component": name, "reason": reason})
+        if failed:
+            return web.json_response({"status": "Service Unavailable", "failed_checks": failed}, status=503)
+        return web.json_response({"status": "OK"})
+
+    async def _metrics(self, _request: web.Request) -> web.Response:
+        return web.Response(body=self.metrics.render(), content_type="text/plain", charset="utf-8")
+
+    async def _status(self, _request: web.Request) -> web.Response:
+        return web.json_response(dict(self.status()))
+
+    async def _get_logspec(self, _request: web.Request) -> web.Response:
+        return web.json_response({"spec": self.logspec})
+
+    async def _put_logspec(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+            spec = body["spec"]
+            if not isinstance(spec, str):
+                raise TypeError("spec must be a string")
+            self._overrides = apply_logspec(spec, self._overrides)
+        except (ValueError, KeyError, TypeError) as exc:
+            return web.json_response({"error": f"bad log specification: {exc}"}, status=400)
+        self.logspec = spec
+        return web.json_response({"spec": spec})
