@@ -1,0 +1,556 @@
+"""A channel: who is in it, what its peers know, and its blocks, with access limited to its orgs.
+
+    join(orgs)                the orgs whose peers may see the channel; our StateInfo is (re)made
+    channel_MAC(peer)         SHA-256(pki_id || channel name): a StateInfo names its channel only by
+                              this MAC, so only a peer that knows the name can tell which channel it is
+    our StateInfo             signed {PeerTime, pki_id, MAC, ledger height, left_channel}; remade when
+                              the height changes or we leave; published when it changed, at most once per
+                              publishStateInfoInterval, and again until some channel member is known
+    every requestStateInfoInterval
+                              StateInfoPullRequest{our MAC} to pullPeerNum peers of the channel's orgs;
+                              the answer is a StateInfoSnapshot of the StateInfos the responder holds
+    peers_of_channel()        alive members of the channel's orgs with a valid StateInfo (MAC checked,
+                              signed by the origin, org in the channel) that did not leave
+    block (push)              sender of a channel org -> not a duplicate or too old for the store ->
+                              mcs.verify_block -> store, Deliver to the application, forward by push
+    block (pull)              BLOCK_MSG pull among same-org peers of the channel only; digests below
+                              the ledger height are not requested; pulled blocks pass the same checks
+
+Access control: every message handled here must come from a peer of an org of
+the channel (the connection proved the sender's identity, hence its org).
+StateInfo pull requests are answered only to such peers, and a requester of
+another org gets our org's StateInfos only for peers that have an external
+endpoint. A channel object outlives ``leave``: joining again continues its
+PeerTime, so the new StateInfo supersedes the left_channel one everywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass, replace
+
+from rumor.config import GossipConfig
+from rumor.core.identity import IdentityMapper
+from rumor.core.msgstore import MessageStore, SignedMessage, block_digest, block_policy, gossip_policy
+from rumor.core.pull import Membership, PullEngine
+from rumor.core.types import Deliver, Effect, NetworkMember, NullTracer, ReceivedMessage, RemotePeer, Send, Tracer
+from rumor.crypto.api import CryptoError, MessageCryptoService, SecurityAdvisor
+from rumor.wire import messages as wire
+from rumor.wire.pb.gossip import message_pb2 as pb
+
+BLOCK_EXPIRATION_FACTOR = 100
+"""Blocks leave the pull store after this many pull intervals, as in Fabric."""
+
+STATE_INFO_SWEEP_FACTOR = 5
+"""StateInfos of peers membership forgot are dropped every this many pull intervals."""
+
+Push = Callable[[SignedMessage, "Channel", Collection[bytes], float], list[Effect]]
+"""Hands a message to the node's emitter: (message, its channel, PKI-IDs to skip, now) -> effects."""
+
+
+def channel_mac(pki_id: bytes, channel: str) -> bytes:
+    """SHA-256(pki_id || channel name): how StateInfo names a channel without revealing it."""
+    return hashlib.sha256(pki_id + channel.encode()).digest()
+
+
+def _key_of_block(item: SignedMessage) -> bytes:
+    return block_digest(item.message.data_msg.payload.seq_num)
+
+
+def _pki_of_state(item: SignedMessage) -> bytes:
+    return item.message.state_info.pki_id
+
+
+def _pki_of_leader(item: SignedMessage) -> bytes:
+    return item.message.leadership_msg.pki_id
+
+
+def _message(item: SignedMessage) -> pb.GossipMessage:
+    return item.message
+
+
+@dataclass
+class ChannelStats:
+    blocks_received: int = 0
+    blocks_pulled: int = 0
+    blocks_duplicate: int = 0
+    blocks_rejected: int = 0
+    state_info_accepted: int = 0
+    state_info_rejected: int = 0
+    state_info_published: int = 0
+    access_denied: int = 0
+
+
+class Channel:
+    """One channel as one peer sees it (sans-IO; the node routes the channel's messages here)."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        config: GossipConfig,
+        identity: bytes,
+        mcs: MessageCryptoService,
+        advisor: SecurityAdvisor,
+        identities: IdentityMapper,
+        membership: Membership,
+        rng: random.Random,
+        inc_num: int,
+        push: Push,
+        forwarding: bool = True,
+        tracer: Tracer | None = None,
+    ) -> None:
+        self.name = name
+        self.name_bytes = name.encode()
+        self.config = config
+        self._mcs = mcs
+        self._advisor = advisor
+        self._identities = identities
+        self._membership = membership
+        self._rng = rng
+        self._inc_num = inc_num
+        self._seq = 0
+        self._push = push
+        self.forwarding = forwarding
+        self._tracer: Tracer = tracer if tracer is not None else NullTracer()
+        self.pki_id = mcs.pki_id_of(identity)
+        self.org = advisor.org_of(identity)
+        self.mac = channel_mac(self.pki_id, name)
+        self.stats = ChannelStats()
+
+        self.orgs: frozenset[bytes] = frozenset()
+        self.left = False
+        self.ledger_height = 0
+        self._origin_orgs: dict[bytes, bytes] = {}
+        self.blocks: MessageStore[SignedMessage] = MessageStore(
+            block_policy(config.max_block_count_to_store, of=_message),
+            key=_key_of_block,
+            ttl=config.pull_interval * BLOCK_EXPIRATION_FACTOR,
+        )
+        self.state_infos: MessageStore[SignedMessage] = MessageStore(
+            gossip_policy(0, of=_message),
+            key=_pki_of_state,
+            scope=_pki_of_state,
+            on_invalidate=self._forget_payload,
+        )
+        # Payloads of the StateInfos held: a snapshot mostly repeats them, and this skips decoding those.
+        self._held_payloads: set[bytes] = set()
+        self.leaders: MessageStore[SignedMessage] = MessageStore(
+            gossip_policy(0, of=_message), key=_pki_of_leader, scope=_pki_of_leader
+        )
+        self.pull = PullEngine(
+            msg_type=wire.BLOCK_MSG,
+            adapter=self,
+            rng=rng,
+            interval=config.pull_interval,
+            peer_num=config.pull_peer_num,
+            digest_wait=config.digest_wait_time,
+            request_wait=config.request_wait_time,
+            response_wait=config.response_wait_time,
+            channel=self.name_bytes,
+            tracer=self._tracer,
+            name=f"blocks:{name}",
+        )
+        self._own_state: SignedMessage | None = None
+        self._publish_pending = False
+        self._next_publish: float | None = None
+        self._next_request: float | None = None
+        self._next_sweep: float | None = None
+        self._started = False
+
+    # --- membership of the channel ----------------------------------------------------------------
+
+    def mac_of(self, pki_id: bytes) -> bytes:
+        return self.mac if pki_id == self.pki_id else channel_mac(pki_id, self.name)
+
+    def is_org_in_channel(self, org: bytes) -> bool:
+        return org in self.orgs
+
+    def is_member_org(self, member: NetworkMember) -> bool:
+        """Whether the member's org is one of the channel's (it may be told about the channel)."""
+        return member.org in self.orgs
+
+    def state_of(self, pki_id: bytes) -> pb.StateInfo | None:
+        item = self.state_infos.get(pki_id)
+        return item.message.state_info if item is not None else None
+
+    def is_channel_peer(self, member: NetworkMember) -> bool:
+        """Whether the member proved it is in the channel (valid StateInfo, not left) and its org is allowed."""
+        if self.left or member.org not in self.orgs:
+            return False
+        state = self.state_of(member.pki_id)
+        return state is not None and not state.properties.left_channel
+
+    def peers_of_channel(self) -> list[NetworkMember]:
+        """Alive peers that proved membership of the channel, with the properties of their StateInfo."""
+        if self.left:
+            return []
+        out: list[NetworkMember] = []
+        for member in self._membership.alive_members():
+            if member.org not in self.orgs:
+                continue
+            state = self.state_of(member.pki_id)
+            if state is None or state.properties.left_channel:
+                continue
+            properties = pb.Properties()
+            properties.CopyFrom(state.properties)
+            out.append(replace(member, properties=properties))
+        return out
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    def join(self, orgs: Iterable[bytes], now: float) -> list[Effect]:
+        """(Re)join with the channel's member orgs; StateInfos of orgs no longer in it are dropped."""
+        self.orgs = frozenset(orgs)
+        rejoined, self.left = self.left, False
+        self._purge_states(lambda s: _pki_of_state(s) != self.pki_id and not self._org_allowed(s))
+        if rejoined and self._started:
+            self.pull.start(now)
+        return self._refresh_state(now)
+
+    def leave(self, now: float) -> list[Effect]:
+        """Stop taking part; publish a StateInfo with left_channel=true right away."""
+        self.left = True
+        self.pull.stop()
+        self._refresh_state(now, publish=False)
+        return self._publish(now) if self._started else []
+
+    def update_ledger_height(self, height: int, now: float) -> list[Effect]:
+        if height == self.ledger_height:
+            return []
+        self.ledger_height = height
+        return self._refresh_state(now)
+
+    def start(self, now: float) -> list[Effect]:
+        self._started = True
+        if not self.left:
+            self.pull.start(now)
+        self._next_request = now + self.config.request_state_info_interval
+        self._next_sweep = now + self.config.pull_interval * STATE_INFO_SWEEP_FACTOR
+        return self._maybe_publish(now)
+
+    def stop(self) -> None:
+        self._started = False
+        self.pull.stop()
+        self._next_publish = self._next_request = self._next_sweep = None
+
+    def next_deadline(self) -> float | None:
+        if not self._started:
+            return None
+        deadlines = [self._next_request, self._next_sweep, self.blocks.next_deadline(), self.pull.next_deadline()]
+        if self._publish_pending:
+            deadlines.append(self._next_publish)
+        present = [d for d in deadlines if d is not None]
+        return min(present) if present else None
+
+    def on_tick(self, now: float) -> list[Effect]:
+        if not self._started:
+            return []
+        effects: list[Effect] = []
+        self.blocks.expire(now)
+        if not self.left:
+            effects += self.pull.on_tick(now)
+        effects += self._maybe_publish(now)
+        if self._next_request is not None and now >= self._next_request:
+            self._next_request = now + self.config.request_state_info_interval
+            if not self.left:
+                effects += self._request_state_info()
+        if self._next_sweep is not None and now >= self._next_sweep:
+            self._next_sweep = now + self.config.pull_interval * STATE_INFO_SWEEP_FACTOR
+            self._purge_states(
+                lambda s: _pki_of_state(s) != self.pki_id and self._membership.lookup(_pki_of_state(s)) is None
+            )
+        return effects
+
+    def _store_state(self, item: SignedMessage, now: float) -> bool:
+        if not self.state_infos.add(item, now):
+            return False
+        self._held_payloads.add(item.envelope.payload)
+        return True
+
+    def _forget_payload(self, item: SignedMessage) -> None:
+        self._held_payloads.discard(item.envelope.payload)
+
+    def _purge_states(self, should_purge: Callable[[SignedMessage], bool]) -> None:
+        for item in self.state_infos.purge(should_purge):
+            self._forget_payload(item)
+
+    # --- our own StateInfo ------------------------------------------------------------------------
+
+    def _refresh_state(self, now: float, publish: bool = True) -> list[Effect]:
+        self._seq += 1
+        msg = wire.state_info(self.mac, self.pki_id, self._inc_num, self._seq, self.ledger_height, self.left)
+        own = SignedMessage(wire.seal(msg, self._mcs.sign), msg)
+        self._own_state = own
+        self._store_state(own, now)
+        self._origin_orgs[self.pki_id] = self.org
+        self._publish_pending = True
+        return self._maybe_publish(now) if self._started and publish else []
+
+    def _maybe_publish(self, now: float) -> list[Effect]:
+        if not self._publish_pending or (self._next_publish is not None and now < self._next_publish):
+            return []
+        return self._publish(now)
+
+    def _publish(self, now: float) -> list[Effect]:
+        if self._own_state is None:
+            return []
+        self._next_publish = now + self.config.publish_state_info_interval
+        # Keep publishing until someone could have heard it; the snapshot pulls do the rest.
+        if any(m.org in self.orgs for m in self._membership.alive_members()):
+            self._publish_pending = False
+        self.stats.state_info_published += 1
+        return self._push(self._own_state, self, (self.pki_id,), now)
+
+    def _request_state_info(self) -> list[Effect]:
+        candidates = sorted((m for m in self._membership.alive_members() if m.org in self.orgs), key=lambda m: m.pki_id)
+        if not candidates:
+            return []
+        chosen = self._rng.sample(candidates, min(self.config.pull_peer_num, len(candidates)))
+        request = wire.seal(wire.state_info_pull_request(self.mac, self._rng.getrandbits(64)))
+        return [Send(request, tuple(RemotePeer(m.pki_id, m.preferred_endpoint) for m in chosen))]
+
+    # --- incoming messages ------------------------------------------------------------------------
+
+    def _sender_org(self, msg: ReceivedMessage) -> bytes | None:
+        try:
+            return self._advisor.org_of(msg.sender_identity)
+        except CryptoError:
+            return None
+
+    def _deny(self, msg: ReceivedMessage, now: float, reason: str) -> list[Effect]:
+        self.stats.access_denied += 1
+        self._tracer.event(
+            "channel_access_denied",
+            now,
+            channel=self.name,
+            sender=msg.sender,
+            kind=wire.kind_of(msg.message),
+            reason=reason,
+        )
+        return []
+
+    def on_message(self, msg: ReceivedMessage, now: float) -> list[Effect]:
+        """Handle a message the node routed to this channel."""
+        org = self._sender_org(msg)
+        if org is None or org not in self.orgs:
+            return self._deny(msg, now, "sender's org is not in the channel")
+        kind = msg.message.WhichOneof("content")
+        if kind == "state_info_pull_req":
+            if msg.message.state_info_pull_req.channel_MAC != self.mac_of(msg.sender):
+                return self._deny(msg, now, "state info request with a foreign MAC")
+            return self._answer_state_request(msg, org)
+        if kind == "state_snapshot":
+            for element in msg.message.state_snapshot.elements:
+                if element.payload not in self._held_payloads:
+                    self._on_state_info(element, None, msg, now, from_snapshot=True)
+            return []
+        if kind == "state_info":
+            return self._on_state_info(msg.envelope, msg.message, msg, now, from_snapshot=False)
+        if kind == "data_msg":
+            return self._on_block(msg, now)
+        if kind == "leadership_msg":
+            return self._on_leadership(msg, org, now)
+        if kind in wire.PULL_KINDS:
+            if self.left:
+                return []
+            if org != self.org or not self.is_channel_peer(NetworkMember(msg.sender, "", org=org)):
+                return self._deny(msg, now, "block pull from a peer not of our org in the channel")
+            return self.pull.on_message(msg, now)
+        return []
+
+    def _answer_state_request(self, msg: ReceivedMessage, requester_org: bytes) -> list[Effect]:
+        elements: list[pb.Envelope] = []
+        for item in self.state_infos:
+            origin = _pki_of_state(item)
+            if requester_org != self.org and self._origin_orgs.get(origin) == self.org:
+                # A peer of ours that other orgs cannot reach must stay unknown to them.
+                member = self._membership.lookup(origin)
+                if member is None or not member.endpoint:
+                    continue
+            elements.append(item.envelope)
+        snapshot = wire.state_info_snapshot(elements, msg.message.nonce)
+        snapshot.channel = self.name_bytes  # the requester's org is in the channel: it may know the name
+        return [Send(wire.seal(snapshot), (RemotePeer(msg.sender, msg.sender_endpoint),))]
+
+    def _org_allowed(self, item: SignedMessage) -> bool:
+        return self._origin_orgs.get(_pki_of_state(item)) in self.orgs
+
+    def validate_state_info(self, envelope: pb.Envelope, message: pb.GossipMessage, now: float) -> str | None:
+        """Why a StateInfo is not acceptable for this channel, or None when it is."""
+        if message.WhichOneof("content") != "state_info":
+            return "not a state info"
+        info = message.state_info
+        if info.channel_MAC != self.mac_of(info.pki_id):
+            return "MAC does not match the channel"
+        identity = self._identities.get(info.pki_id, now)
+        if identity is None:
+            return "origin's identity unknown"
+        try:
+            org = self._advisor.org_of(identity)
+            if org not in self.orgs:
+                return "origin's org is not in the channel"
+            if not envelope.signature:
+                return "unsigned"
+            wire.verify_envelope(envelope, identity, self._mcs)
+        except CryptoError as exc:
+            return f"bad signature: {exc}"
+        self._origin_orgs[info.pki_id] = org
+        return None
+
+    def accept_state_info(self, item: SignedMessage, now: float) -> bool | str:
+        """Validate and store a StateInfo: True if new, False if known or stale, else why it was refused."""
+        origin = _pki_of_state(item)
+        if origin == self.pki_id:
+            return False
+        if not self.state_infos.check_valid(item):
+            return False
+        problem = self.validate_state_info(item.envelope, item.message, now)
+        if problem is not None:
+            self.stats.state_info_rejected += 1
+            self._tracer.event("state_info_rejected", now, channel=self.name, pki_id=origin, reason=problem)
+            return problem
+        if not self._store_state(item, now):
+            return False
+        self.stats.state_info_accepted += 1
+        return True
+
+    def _on_state_info(
+        self,
+        envelope: pb.Envelope,
+        message: pb.GossipMessage | None,
+        msg: ReceivedMessage,
+        now: float,
+        *,
+        from_snapshot: bool,
+    ) -> list[Effect]:
+        if message is None:
+            try:
+                message = wire.open_envelope(envelope)
+            except wire.InvalidMessage:
+                self.stats.state_info_rejected += 1
+                return []
+            if message.WhichOneof("content") != "state_info":
+                self.stats.state_info_rejected += 1
+                return []
+            if self._membership.lookup(message.state_info.pki_id) is None:
+                return []  # a peer membership does not know (expired): no use keeping its state
+        item = SignedMessage(envelope, message)
+        if self.accept_state_info(item, now) is not True or from_snapshot:
+            return []
+        return self._push(item, self, (msg.sender, message.state_info.pki_id), now)
+
+    def _on_leadership(self, msg: ReceivedMessage, org: bytes, now: float) -> list[Effect]:
+        lead = msg.message.leadership_msg
+        if org != self.org or lead.pki_id == self.pki_id:
+            return []
+        item = SignedMessage(msg.envelope, msg.message)
+        if not self.leaders.check_valid(item):
+            return []
+        identity = self._identities.get(lead.pki_id, now)
+        try:
+            if identity is None or self._advisor.org_of(identity) != self.org or not msg.envelope.signature:
+                raise CryptoError("leadership message of an unknown or foreign peer")
+            wire.verify_envelope(msg.envelope, identity, self._mcs)
+        except CryptoError as exc:
+            self._tracer.event("leadership_rejected", now, channel=self.name, pki_id=lead.pki_id, reason=str(exc))
+            return []
+        if not self.leaders.add(item, now):
+            return []
+        return [Deliver(msg), *self._push(item, self, (msg.sender, lead.pki_id), now)]
+
+    # --- blocks -----------------------------------------------------------------------------------
+
+    def _verify_block(self, message: pb.GossipMessage, sender: bytes, now: float) -> bool:
+        payload = message.data_msg.payload
+        try:
+            self._mcs.verify_block(self.name, payload.seq_num, payload.data)
+        except CryptoError as exc:
+            self.stats.blocks_rejected += 1
+            fields = {"channel": self.name, "seq_num": payload.seq_num, "from": sender, "reason": str(exc)}
+            self._tracer.event("block_rejected", now, **fields)
+            return False
+        return True
+
+    def _received(self, msg: ReceivedMessage, now: float, via: str) -> None:
+        fields = {"channel": self.name, "seq_num": msg.message.data_msg.payload.seq_num, "from": msg.sender}
+        self._tracer.event("block_received", now, via=via, **fields)
+
+    def _on_block(self, msg: ReceivedMessage, now: float) -> list[Effect]:
+        if self.left or not msg.message.data_msg.HasField("payload"):
+            return []
+        item = SignedMessage(msg.envelope, msg.message)
+        if not self.blocks.check_valid(item):
+            self.stats.blocks_duplicate += 1
+            return []
+        if not self._verify_block(msg.message, msg.sender, now):
+            return []
+        self.blocks.add(item, now)
+        self.stats.blocks_received += 1
+        self._received(msg, now, "push")
+        effects: list[Effect] = [Deliver(msg)]
+        if self.forwarding:
+            effects += self._push(item, self, (msg.sender,), now)
+        return effects
+
+    def add_own_block(self, item: SignedMessage, now: float) -> bool:
+        """Store a block this peer gossips itself (it is not delivered back to us); True if new."""
+        return self.blocks.add(item, now)
+
+    def add_own_leadership(self, item: SignedMessage, now: float) -> bool:
+        return self.leaders.add(item, now)
+
+    # --- block pull adapter -----------------------------------------------------------------------
+
+    def pull_candidates(self) -> Sequence[NetworkMember]:
+        return [m for m in self.peers_of_channel() if m.org == self.org]
+
+    def digests_for(self, requester: ReceivedMessage) -> list[bytes]:
+        return [_key_of_block(item) for item in self.blocks]
+
+    def items_for(self, digests: Sequence[bytes], requester: ReceivedMessage) -> list[pb.Envelope]:
+        out: list[pb.Envelope] = []
+        for digest in digests:
+            item = self.blocks.get(digest)
+            if item is not None:
+                out.append(item.envelope)
+        return out
+
+    def wants(self, digest: bytes) -> bool:
+        try:
+            seq = int(digest.decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            return False
+        if seq < self.ledger_height or seq < 0 or digest in self.blocks:
+            return False
+        probe = wire.data_message(self.name_bytes, seq, b"")
+        return self.blocks.check_valid(SignedMessage(pb.Envelope(), probe))
+
+    def digest_of(self, item: pb.GossipMessage) -> bytes | None:
+        if item.WhichOneof("content") != "data_msg" or item.channel != self.name_bytes:
+            return None
+        return block_digest(item.data_msg.payload.seq_num)
+
+    def accept(
+        self, envelope: pb.Envelope, item: pb.GossipMessage, source: ReceivedMessage, now: float
+    ) -> list[Effect] | None:
+        signed = SignedMessage(envelope, item)
+        if self.left or not self.blocks.check_valid(signed):
+            return []
+        if not self._verify_block(item, source.sender, now):
+            return None
+        self.blocks.add(signed, now)
+        self.stats.blocks_received += 1
+        self.stats.blocks_pulled += 1
+        pulled = ReceivedMessage(
+            sender=source.sender,
+            sender_endpoint=source.sender_endpoint,
+            sender_identity=source.sender_identity,
+            envelope=envelope,
+            message=item,
+            proof=source.proof,
+        )
+        self._received(pulled, now, "pull")
+        return [Deliver(pulled)]
