@@ -221,6 +221,11 @@ class GossipNode:
     # --- queries ----------------------------------------------------------------------------------
 
     @property
+    def inc_num(self) -> int:
+        """The incarnation number of this run (its start time in ns), first half of every PeerTime we sign."""
+        return self._inc_num
+
+    @property
     def endpoint(self) -> str:
         """The endpoint peers of our org dial."""
         return self.discovery.internal_endpoint

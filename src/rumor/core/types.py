@@ -118,7 +118,17 @@ class Committed:
     block: bytes
 
 
-Effect = Send | Handshake | Probe | Disconnect | Deliver | Committed
+@dataclass(frozen=True, slots=True)
+class LeadershipChanged:
+    """This peer started (``is_leader``) or stopped leading its org on ``channel``: start or stop pulling
+    blocks from the ordering service. ``leader`` is the PKI-ID now believed to lead, if any."""
+
+    channel: str
+    is_leader: bool
+    leader: PKIid | None
+
+
+Effect = Send | Handshake | Probe | Disconnect | Deliver | Committed | LeadershipChanged
 
 
 @dataclass(frozen=True, slots=True)

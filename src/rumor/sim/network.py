@@ -42,6 +42,7 @@ from rumor.core.types import (
     Effect,
     Handshake,
     HandshakeResult,
+    LeadershipChanged,
     Probe,
     ReceivedMessage,
     RemotePeer,
@@ -96,6 +97,7 @@ class SimPeer:
     stalled_ticks: int = 0
     delivered: list[tuple[float, ReceivedMessage]] = field(default_factory=list)
     committed: list[tuple[float, Committed]] = field(default_factory=list)
+    leadership: list[tuple[float, LeadershipChanged]] = field(default_factory=list)
 
     @property
     def up(self) -> bool:
@@ -169,6 +171,19 @@ class SimNetwork:
         if peer.node is None:
             raise ValueError(f"{endpoint} is down")
         return peer.node
+
+    def at(self, when: float, action: Callable[[], None]) -> None:
+        """Run ``action`` (a scenario step: a crash, a new block, ...) when virtual time reaches ``when``."""
+        self._push(max(when, self.now), action)
+
+    def every(self, interval: float, action: Callable[[], None], start: float | None = None) -> None:
+        """Run ``action`` every ``interval`` seconds of virtual time, for as long as the simulation runs."""
+
+        def tick() -> None:
+            action()
+            self._push(self.now + interval, tick)
+
+        self._push(self.now + interval if start is None else start, tick)
 
     def invoke(self, endpoint: str, call: Callable[[SimNode], list[Effect]]) -> None:
         """Call into the node at ``endpoint`` now (as its application would) and carry out the effects."""
@@ -320,6 +335,8 @@ class SimNetwork:
                 src.committed.append((self.now, effect))
                 if self.on_commit is not None:
                     self.on_commit(src, effect, self.now)
+            elif isinstance(effect, LeadershipChanged):
+                src.leadership.append((self.now, effect))
             elif isinstance(effect, Deliver):
                 src.delivered.append((self.now, effect.message))
                 if self.on_deliver is not None:
