@@ -7,10 +7,13 @@ stderr and exit code 2; anything else in one line and exit code 1. A traceback i
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import enum
 import json
 import logging
+import os
+import signal
 import sys
 import traceback
 from datetime import UTC, datetime
@@ -103,8 +106,13 @@ crypto_app = typer.Typer(
     help="Crypto material for a network.\n\nExample: rumor crypto generate --orgs 2 --peers-per-org 2 --out crypto",
     no_args_is_help=True,
 )
+orderer_app = typer.Typer(
+    help="The built-in ordering service.\n\nExample: rumor orderer start --config orderer.yaml",
+    no_args_is_help=True,
+)
 app.add_typer(config_app, name="config")
 app.add_typer(crypto_app, name="crypto")
+app.add_typer(orderer_app, name="orderer")
 
 
 @app.callback()
@@ -242,6 +250,160 @@ def crypto_generate(
         f"wrote {_count(len(material.peers), 'peer')} and {_count(len(material.orderers), 'orderer')} "
         f"in {_count(len(material.orgs), 'organization')} to {out}"
     )
+
+
+def _quiet_grpc() -> None:
+    # gRPC's C core logs its own line for errors we report ourselves (a port in use, a refused
+    # connection); it reads this variable only when first imported, so set it before importing rumor.orderer.
+    if not _debugging():
+        os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
+
+@orderer_app.command("start")
+def orderer_start(
+    config: Annotated[Path, typer.Option("--config", "-c", help="orderer.yaml, or a directory holding one.")],
+) -> None:
+    """Run the ordering service until SIGINT or SIGTERM, then stop cleanly (exit code 0).
+
+    Prints one line when it serves: "orderer ready on HOST:PORT (channels: ...)".
+
+    Example: rumor orderer start --config ./network/orderer/orderer.yaml
+    """
+    _quiet_grpc()
+    from rumor.orderer.config import load_orderer_config
+    from rumor.orderer.service import OrdererError
+
+    try:
+        orderer_config = load_orderer_config(config)
+    except ConfigError as exc:
+        fail(str(exc))
+    try:
+        asyncio.run(_run_orderer(orderer_config))
+    except OrdererError as exc:
+        fail(str(exc))
+
+
+async def _run_orderer(config: Any) -> None:
+    from rumor.orderer.service import Orderer
+
+    orderer = Orderer.from_config(config)
+    await orderer.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        print(f"orderer ready on {orderer.address} (channels: {', '.join(orderer.channels)})", flush=True)
+        await stop.wait()
+        logging.getLogger("rumor.orderer").info("signal received; stopping")
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        await orderer.stop()
+
+
+@app.command()
+def submit(
+    channel: Annotated[str, typer.Option("--channel", "-C", help="Channel to submit to.")],
+    data: Annotated[list[str] | None, typer.Argument(help="Payloads, one envelope each (UTF-8 text).")] = None,
+    orderer: Annotated[
+        list[str] | None, typer.Option("--orderer", "-o", help="Orderer host:port; repeat to fail over.")
+    ] = None,
+    msp_dir: Annotated[Path | None, typer.Option(help="MSP directory of the submitting identity.")] = None,
+    mspid: Annotated[str | None, typer.Option(help="MSP ID of the submitting identity.")] = None,
+    tls_ca: Annotated[
+        list[Path] | None, typer.Option(help="PEM root CA of the orderer's TLS certificate (enables TLS).")
+    ] = None,
+    tls_cert: Annotated[Path | None, typer.Option(help="PEM client TLS certificate, if the orderer wants one.")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM key of the client TLS certificate.")] = None,
+    network: Annotated[
+        Path | None,
+        typer.Option(help="Network directory (as rumor network init writes it): orderer, TLS and identity from it."),
+    ] = None,
+    count: Annotated[
+        int | None, typer.Option(min=1, help="Submit this many generated payloads instead of DATA.")
+    ] = None,
+    size: Annotated[int, typer.Option(min=1, help="Size of each generated payload (bytes).")] = 64,
+    timeout: Annotated[float, typer.Option(min=0.1, help="Give up after this many seconds (s).")] = 30.0,
+) -> None:
+    """Submit payloads to a channel through the ordering service, each in an envelope signed by an identity.
+
+    Any refusal by the orderer ends the command with its status and reason. Options override --network.
+
+    Example: rumor submit -o 127.0.0.1:7050 -C mychannel --msp-dir msp --mspid Org1MSP --tls-ca ca.pem hello world
+    """
+    if count is not None and data:
+        fail("give either DATA or --count, not both")
+    if count is None and not data:
+        fail("nothing to submit: give DATA or --count")
+    _quiet_grpc()
+    from rumor.crypto.api import CryptoError
+    from rumor.crypto.identity import load_signing_identity
+    from rumor.orderer.client import ClientTLS
+    from rumor.orderer.netdir import NetworkDirError, network_target
+
+    endpoints = list(orderer or [])
+    tls = None
+    if network is not None:
+        try:
+            target = network_target(network, channel)
+        except NetworkDirError as exc:
+            fail(str(exc))
+        endpoints = endpoints or [target.endpoint]
+        msp_dir = msp_dir or target.msp_dir
+        mspid = mspid or target.mspid
+        tls = target.tls
+    if not endpoints:
+        fail("--orderer is required (or --network)")
+    if msp_dir is None or not mspid:
+        fail("--msp-dir and --mspid are required (or --network)")
+    try:
+        signer = load_signing_identity(msp_dir, mspid)
+    except (CryptoError, OSError) as exc:
+        fail(f"--msp-dir: {exc}")
+    if tls_ca or tls_cert or tls_key:
+        if not tls_ca and tls is None:
+            fail("--tls-cert/--tls-key need --tls-ca")
+        try:
+            roots = b"".join(path.read_bytes() for path in tls_ca or []) or (tls.root_certs if tls else b"")
+            tls = ClientTLS(
+                root_certs=roots,
+                cert=tls_cert.read_bytes() if tls_cert else None,
+                key=tls_key.read_bytes() if tls_key else None,
+            )
+        except (OSError, ValueError) as exc:
+            fail(f"TLS: {exc}")
+    if count is not None:
+        payloads = [(f"rumor payload {i} ".encode() + b"." * size)[:size] for i in range(count)]
+    else:
+        payloads = [item.encode() for item in data or []]
+    try:
+        asyncio.run(_submit(endpoints, signer, tls, channel, payloads, timeout))
+    except _Refused as exc:
+        fail(str(exc), exc.code)
+    print(f"submitted {_count(len(payloads), 'envelope')} to channel {channel}")
+
+
+class _Refused(Exception):
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+async def _submit(
+    endpoints: list[str], signer: Any, tls: Any, channel: str, payloads: list[bytes], timeout: float
+) -> None:
+    from rumor.orderer.client import BroadcastClient, BroadcastError
+    from rumor.wire.pb.common import common_pb2
+
+    async with BroadcastClient(endpoints, signer, tls=tls, timeout=timeout) as client:
+        try:
+            await client.submit_many(channel, payloads)
+        except BroadcastError as exc:
+            # Unreachable is the network's fault; any other refusal is about what the user asked.
+            if exc.status == common_pb2.SERVICE_UNAVAILABLE:
+                raise _Refused(f"cannot submit: {exc}", EXIT_FAILURE) from None
+            raise _Refused(f"orderer refused: {exc}", EXIT_USAGE) from None
 
 
 def _count(n: int, noun: str) -> str:

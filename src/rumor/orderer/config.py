@@ -1,0 +1,331 @@
+"""The orderer's configuration: ``orderer.yaml``, laid out like the sections of Fabric's orderer.yaml that apply.
+
+::
+
+    General:
+      ListenAddress: 0.0.0.0:7050          # host:port (Fabric splits it into ListenAddress and ListenPort)
+      LocalMSPDir: msp                     # the orderer's own MSP directory (signcerts, keystore, cacerts)
+      LocalMSPID: OrdererMSP
+      MaxRecvMsgSize: 104857600
+      MaxSendMsgSize: 104857600
+      TLS:
+        Enabled: true
+        Certificate: tls/server.crt
+        PrivateKey: tls/server.key
+        RootCAs: [tls/ca.crt]              # accepted for Fabric compatibility; the server does not need them
+        ClientAuthRequired: false
+        ClientRootCAs: []                  # CAs of client certificates, required with ClientAuthRequired
+    FileLedger:
+      Location: /var/hyperledger/production/orderer   # holds ledger.sqlite
+    Channels:                              # genesis blocks of the channels to serve
+      - channels/mychannel.block
+
+Batch settings are not here: they belong to each channel and come from its genesis block.
+
+``Channels`` is rumor's own key. Fabric 2.x bootstrapped one system channel from ``General.BootstrapFile`` and
+Fabric 2.3+ joins channels at runtime through its channel participation API; rumor has neither, so it lists
+the genesis blocks. A listed channel is created in the ledger on first start; channels already in the ledger
+are served on later starts whether listed or not, and a listed block that differs from the ledger's block 0
+is an error. Relative paths are resolved against the directory of the file.
+
+The loading rules are rumor.config's (its schema helpers are reused): keys match case-insensitively, an
+unknown key is an error naming the nearest known one, and every problem is a one-line ``ConfigError``.
+Environment variables ``ORDERER_<SECTION>_<KEY>`` override the file, as in Fabric
+(``ORDERER_GENERAL_LISTENADDRESS``, ``ORDERER_GENERAL_TLS_ENABLED``, ``ORDERER_CHANNELS``); an ``ORDERER_``
+variable that names no key is an error.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rumor.config import (
+    ConfigError,
+    MiB,
+    _build,
+    _check_listen_address,
+    _check_type,
+    _Leaf,
+    _Loader,
+    _Node,
+    _parse,
+    _resolve,
+    _show,
+    _walk_schema,
+    _walk_yaml,
+    setting,
+)
+
+__all__ = [
+    "ENV_PREFIX",
+    "FileLedgerConfig",
+    "GeneralConfig",
+    "OrdererConfig",
+    "OrdererTLSConfig",
+    "load_orderer_config",
+    "orderer_config_to_yaml",
+    "validate_orderer_config",
+]
+
+ENV_PREFIX = "ORDERER_"
+CONFIG_FILE_NAME = "orderer.yaml"
+LEDGER_FILE_NAME = "ledger.sqlite"
+
+
+@dataclass(frozen=True)
+class OrdererTLSConfig:
+    """TLS of the AtomicBroadcast server (``General.TLS``)."""
+
+    enabled: bool = setting("Enabled", False, "Serve AtomicBroadcast over TLS.")
+    certificate: str = setting("Certificate", "", "PEM certificate of the TLS server.", path=True)
+    private_key: str = setting("PrivateKey", "", "PEM private key of that certificate.", path=True)
+    root_cas: tuple[str, ...] = setting(
+        "RootCAs", (), "PEM root CA certificates of the TLS server (Fabric's key; unused by the server).", path=True
+    )
+    client_auth_required: bool = setting(
+        "ClientAuthRequired", False, "Require clients to present a TLS certificate signed by ClientRootCAs."
+    )
+    client_root_cas: tuple[str, ...] = setting(
+        "ClientRootCAs", (), "PEM CA certificates trusted to sign client TLS certificates.", path=True
+    )
+
+
+@dataclass(frozen=True)
+class GeneralConfig:
+    """The server and the orderer's identity (``General``)."""
+
+    listen_address: str = setting(
+        "ListenAddress",
+        "127.0.0.1:7050",
+        "Address the AtomicBroadcast server listens on (host:port; port 0 picks a free port).",
+        check=_check_listen_address,
+    )
+    local_msp_dir: str = setting(
+        "LocalMSPDir", "msp", "The orderer's MSP directory: signcerts, keystore, cacerts.", path=True
+    )
+    local_msp_id: str = setting("LocalMSPID", "SampleOrg", "MSP ID of the orderer's organization.")
+    max_recv_msg_size: int = setting(
+        "MaxRecvMsgSize", 100 * MiB, "Largest gRPC message the orderer accepts (bytes).", positive=True
+    )
+    max_send_msg_size: int = setting(
+        "MaxSendMsgSize", 100 * MiB, "Largest gRPC message the orderer sends (bytes).", positive=True
+    )
+    tls: OrdererTLSConfig = field(default_factory=OrdererTLSConfig, metadata={"key": "TLS", "doc": "TLS."})
+
+
+@dataclass(frozen=True)
+class FileLedgerConfig:
+    """Where blocks are kept (``FileLedger``)."""
+
+    location: str = setting(
+        "Location",
+        "/var/hyperledger/production/orderer",
+        f"Directory of the orderer's ledger ({LEDGER_FILE_NAME}, every channel's blocks).",
+        path=True,
+    )
+
+    @property
+    def ledger_path(self) -> Path:
+        return Path(self.location) / LEDGER_FILE_NAME
+
+
+@dataclass(frozen=True)
+class OrdererConfig:
+    """The whole configuration of rumor's ordering service, as laid out in orderer.yaml."""
+
+    general: GeneralConfig = field(default_factory=GeneralConfig, metadata={"key": "General", "doc": "General."})
+    file_ledger: FileLedgerConfig = field(
+        default_factory=FileLedgerConfig, metadata={"key": "FileLedger", "doc": "The block ledger."}
+    )
+    channels: tuple[str, ...] = setting(
+        "Channels", (), "Genesis block files of the channels to create (rumor's key).", path=True
+    )
+
+
+# Sections of Fabric's orderer.yaml that rumor's single-node orderer has no use for; accepted and ignored so
+# that an existing file needs only the keys that differ.
+FABRIC_KEYS_IGNORED: frozenset[str] = frozenset(
+    {
+        "General.Keepalive",
+        "General.Backoff",
+        "General.Throttling",
+        "General.Cluster",
+        "General.Profile",
+        "General.BCCSP",
+        "General.Authentication",
+        "General.LocalMSPType",
+        "General.BootstrapMethod",
+        "FileLedger.Prefix",
+        "Debug",
+        "Operations",
+        "Metrics",
+        "Admin",
+        "ChannelParticipation",
+        "Consensus",
+        "Kafka",
+        "MSPConfigs",
+    }
+)
+
+
+@functools.cache
+def _leaves() -> tuple[_Leaf, ...]:
+    return tuple(_walk_schema(OrdererConfig, (), ()))
+
+
+@functools.cache
+def _tree() -> _Node:
+    root = _Node("")
+    for leaf in _leaves():
+        node = root
+        for seg in leaf.segments[:-1]:
+            child = node.children.setdefault(seg.lower(), _Node(seg))
+            assert isinstance(child, _Node)
+            node = child
+        node.children[leaf.segments[-1].lower()] = leaf
+    for ignored in FABRIC_KEYS_IGNORED:
+        *parents, last = ignored.split(".")
+        node = root
+        for seg in parents:
+            child = node.children[seg.lower()]
+            assert isinstance(child, _Node)
+            node = child
+        node.ignored.add(last.lower())
+    return root
+
+
+def _env_name(leaf: _Leaf) -> str:
+    return ENV_PREFIX + "_".join(leaf.segments).upper()
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc})") from None
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: YAML syntax error: {exc.problem or exc.context or 'invalid YAML'}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: YAML syntax error: {exc}") from None
+
+
+def load_orderer_config(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> OrdererConfig:
+    """Load and validate orderer.yaml (a file, or a directory holding one; None: the defaults).
+
+    ``env`` supplies the ``ORDERER_*`` overrides and defaults to ``os.environ``. Raises ConfigError.
+    """
+    values: dict[_Leaf, Any] = {}
+    base: Path | None = None
+    if path is not None:
+        file = Path(path)
+        if file.is_dir():
+            file = file / CONFIG_FILE_NAME
+        data = _read_yaml(file)
+        base = file.parent.absolute()
+        if data is not None:
+            if not isinstance(data, Mapping):
+                raise ConfigError(f"{file}: {_show(data)} is not a mapping of sections (expected e.g. General:)")
+            _walk_yaml(data, _tree(), "", values)
+    known = {_env_name(leaf): leaf for leaf in _leaves()}
+    environment = os.environ if env is None else env
+    for name in sorted(environment):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX):
+            continue
+        leaf = known.get(upper)
+        if leaf is None:
+            close = difflib.get_close_matches(upper, list(known), n=1, cutoff=0.8)
+            hint = f"did you mean {close[0]}?" if close else "ORDERER_ variables must name a configuration key"
+            raise ConfigError(f"{name}: unknown environment variable ({hint})", key=name)
+        values[leaf] = _parse(leaf, environment[name], f"{leaf.path} (from {name})")
+
+    by_attrs = {leaf.attrs: value for leaf, value in values.items()}
+    if base is not None:
+        for leaf in _leaves():
+            if leaf.meta["path"]:
+                by_attrs[leaf.attrs] = _resolve(by_attrs.get(leaf.attrs, leaf.default), base)
+    config: OrdererConfig = _build(OrdererConfig, (), by_attrs)
+    validate_orderer_config(config)
+    return config
+
+
+def _get(config: OrdererConfig, attrs: tuple[str, ...]) -> Any:
+    value: Any = config
+    for attr in attrs:
+        value = getattr(value, attr)
+    return value
+
+
+def validate_orderer_config(config: OrdererConfig) -> None:
+    """Raise ConfigError unless every value has its type and range and the TLS settings are complete."""
+    for leaf in _leaves():
+        value = _get(config, leaf.attrs)
+        _check_type(leaf, value)
+        if leaf.kind == "int":
+            if value < 0:
+                raise ConfigError(f"{leaf.path}: {value} is negative (expected 0 or more)", key=leaf.path)
+            if leaf.meta["positive"] and value == 0:
+                raise ConfigError(f"{leaf.path}: 0 is not allowed (expected more than 0)", key=leaf.path)
+        check = leaf.meta["check"]
+        if check is not None:
+            for item in value if leaf.kind == "list" else (value,):
+                expected = check(item)
+                if expected is not None:
+                    raise ConfigError(
+                        f"{leaf.path}: {_show(item)} is not a valid address (expected {expected})", key=leaf.path
+                    )
+    general = config.general
+    if not general.local_msp_id:
+        raise ConfigError(
+            "General.LocalMSPID: empty (expected the MSP ID of the orderer's org)", key="General.LocalMSPID"
+        )
+    tls = general.tls
+    if tls.enabled:
+        for key, value in (("Certificate", tls.certificate), ("PrivateKey", tls.private_key)):
+            if not value:
+                raise ConfigError(
+                    f"General.TLS.{key}: empty while General.TLS.Enabled is true (expected a PEM file)",
+                    key=f"General.TLS.{key}",
+                )
+        if tls.client_auth_required and not tls.client_root_cas:
+            raise ConfigError(
+                "General.TLS.ClientRootCAs: empty while General.TLS.ClientAuthRequired is true "
+                "(expected the CA certificates of the clients' TLS certificates)",
+                key="General.TLS.ClientRootCAs",
+            )
+    elif tls.client_auth_required:
+        raise ConfigError(
+            "General.TLS.ClientAuthRequired: true while General.TLS.Enabled is false (expected TLS on)",
+            key="General.TLS.ClientAuthRequired",
+        )
+
+
+def orderer_config_to_yaml(config: OrdererConfig, *, header: str | None = None) -> str:
+    """orderer.yaml text holding every key; :func:`load_orderer_config` reads it back equal."""
+    tree: dict[str, Any] = {}
+    for leaf in _leaves():
+        node = tree
+        for seg in leaf.segments[:-1]:
+            node = node.setdefault(seg, {})
+        value = _get(config, leaf.attrs)
+        node[leaf.segments[-1]] = list(value) if leaf.kind == "list" else value
+    body = yaml.safe_dump(tree, sort_keys=False, default_flow_style=False, allow_unicode=True, width=1000)
+    if header is None:
+        return body
+    return "".join(f"# {line}".rstrip() + "\n" for line in header.splitlines()) + body

@@ -1,0 +1,704 @@
+"""rumor's built-in ordering service: Fabric's AtomicBroadcast on grpc.aio, one node, blocks on SQLite.
+
+::
+
+    Broadcast(envelope) -> decode, known channel, size, creator of a member org, signature -> BroadcastResponse
+                           accepted: cutter.ordered(envelope, now) -> batches -> channel's write queue
+    timer task           : sleeps until the earliest cutter deadline, then cutter.on_tick(now) -> batches
+    writer task (1/chan) : batches -> new_block(height, last_hash) -> sign_block -> Ledger.commit_many
+                           -> wake the Deliver streams of the channel
+    Deliver(seek)        -> decode, DELIVER_SEEK_INFO, known channel, creator of a member or orderer org,
+                           signature, timestamp within 15 minutes -> blocks [start, height) from the ledger,
+                           then each new block as it is committed, until stop -> status SUCCESS
+
+A block's data entries are the submitted envelopes, serialized. SUCCESS on Broadcast means "accepted for
+ordering", as in Fabric; the block follows within batch_timeout. A channel is served from its genesis block
+(block 0 of the ledger), which also gives its orgs, orderer orgs and batch settings; the orderer's own
+identity must belong to one of the channel's orderer orgs.
+
+Ordering is serialized per channel without locks: the cutter runs synchronously inside the event loop, and
+its batches go through one queue to one writer, which is the only code that appends to the channel's chain.
+The ledger's SQLite calls run in worker threads so an fsync never stalls the event loop.
+
+Stopping: new RPCs are refused, open streams end (Deliver with SERVICE_UNAVAILABLE), envelopes already
+accepted are cut into a last block and committed, and every task is awaited, so an envelope answered
+SUCCESS is never lost by a clean shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from rumor.channelconfig import (
+    ChannelConfigError,
+    EnvelopeError,
+    OpenedEnvelope,
+    load_block,
+    open_envelope,
+    org_registry,
+    read_genesis,
+)
+from rumor.config import _HOST_PORT
+from rumor.crypto.api import CryptoError, InvalidIdentity, InvalidSignature
+from rumor.crypto.blocks import block_header_hash, decode_block, new_block, sign_block
+from rumor.crypto.identity import SigningIdentity, decode_identity, load_signing_identity
+from rumor.crypto.mcs import X509CryptoService
+from rumor.ledger import Ledger, LedgerError
+from rumor.orderer.config import OrdererConfig
+from rumor.orderer.cutter import BatchSettings, BlockCutter, EnvelopeTooLarge
+from rumor.wire.pb.common import common_pb2
+from rumor.wire.pb.orderer import ab_pb2
+from rumor.wire.pb.rumorpb import channel_pb2
+
+__all__ = ["MAX_BLOCK_NUMBER", "SERVICE_NAME", "Orderer", "OrdererError", "ServerTLS"]
+
+log = logging.getLogger("rumor.orderer")
+
+SERVICE_NAME = "orderer.AtomicBroadcast"
+MAX_BLOCK_NUMBER = 2**64 - 1
+"""A SeekInfo stop at this number streams forever."""
+MiB = 1024 * 1024
+# Fabric's deliver service rejects seek requests stamped further than this from its clock, so that a
+# recorded request cannot be replayed much later.
+SEEK_TIME_WINDOW = 15 * 60.0
+_READ_BATCH = 64
+
+Status = common_pb2.Status
+_NOT_ORDERABLE = {
+    common_pb2.CONFIG: "config transactions cannot be submitted (the channel config is fixed by its genesis block)",
+    common_pb2.CONFIG_UPDATE: "config updates are not supported by rumor's orderer",
+    common_pb2.ORDERER_TRANSACTION: "orderer transactions are not supported by rumor's orderer",
+    common_pb2.DELIVER_SEEK_INFO: "a seek request belongs on Deliver, not Broadcast",
+}
+
+
+class OrdererError(Exception):
+    """The orderer cannot start: bad material, a genesis block that does not fit, an address in use, ..."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(message.splitlines()))
+
+
+@dataclass(frozen=True)
+class ServerTLS:
+    """The server's TLS certificate and key, and what it asks of clients."""
+
+    cert_pem: bytes
+    key_pem: bytes = field(repr=False)
+    client_root_cas_pem: bytes | None = None
+    client_auth_required: bool = False
+
+    @classmethod
+    def from_files(
+        cls,
+        cert: Path | str,
+        key: Path | str,
+        client_root_cas: Iterable[Path | str] = (),
+        *,
+        client_auth_required: bool = False,
+    ) -> ServerTLS:
+        roots = b"".join(_read(path, "client root CA") for path in client_root_cas)
+        return cls(
+            cert_pem=_read(cert, "TLS certificate"),
+            key_pem=_read(key, "TLS private key"),
+            client_root_cas_pem=roots or None,
+            client_auth_required=client_auth_required,
+        )
+
+    def credentials(self) -> grpc.ServerCredentials:
+        return grpc.ssl_server_credentials(
+            [(self.key_pem, self.cert_pem)],
+            root_certificates=self.client_root_cas_pem,
+            require_client_auth=self.client_auth_required,
+        )
+
+
+def _read(path: Path | str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise OrdererError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
+
+
+@dataclass(eq=False)
+class _Channel:
+    name: str
+    config: channel_pb2.ChannelConfig
+    cutter: BlockCutter
+    writers: frozenset[str]  # MSP IDs that may broadcast
+    readers: frozenset[str]  # MSP IDs that may deliver
+    queue: asyncio.Queue[list[bytes] | None] = field(default_factory=asyncio.Queue)
+    # Replaced by a fresh event after each commit: a waiter takes the current one, then re-checks the height.
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    writer: asyncio.Task[None] | None = None
+    failure: str | None = None
+
+    def notify(self) -> None:
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+
+def _status_name(status: int) -> str:
+    return common_pb2.Status.Name(status) if status in common_pb2.Status.values() else str(status)
+
+
+def _broadcast_reply(status: int, info: str = "") -> ab_pb2.BroadcastResponse:
+    return ab_pb2.BroadcastResponse(status=status, info=info)  # type: ignore[arg-type]
+
+
+def _status_reply(status: int) -> bytes:
+    return ab_pb2.DeliverResponse(status=status).SerializeToString()  # type: ignore[arg-type]
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if not value:
+            out.append(byte)
+            return bytes(out)
+        out.append(byte | 0x80)
+
+
+_BLOCK_FIELD_TAG = bytes([(2 << 3) | 2])  # DeliverResponse.block: field 2, length-delimited
+
+
+def _block_reply(raw_block: bytes, header_only: bool) -> bytes:
+    if header_only:
+        block = common_pb2.Block.FromString(raw_block)
+        block.ClearField("data")
+        raw_block = block.SerializeToString(deterministic=True)
+    # The block is stored serialized; framing it by hand spares a parse and a re-serialization per block.
+    return _BLOCK_FIELD_TAG + _varint(len(raw_block)) + raw_block
+
+
+_T = TypeVar("_T")
+
+
+class Orderer:
+    """A single-node ordering service for the channels in ``ledger`` and ``genesis_blocks``.
+
+    ``clock`` (monotonic seconds) drives the batch timeouts; ``wall_clock`` (Unix seconds) checks certificate
+    validity and seek timestamps. ``close_ledger`` makes ``stop`` close the ledger (``from_config`` sets it).
+    """
+
+    def __init__(
+        self,
+        signer: SigningIdentity,
+        ledger: Ledger,
+        *,
+        genesis_blocks: Iterable[bytes] = (),
+        listen_address: str = "127.0.0.1:0",
+        tls: ServerTLS | None = None,
+        max_recv_msg_size: int = 100 * MiB,
+        max_send_msg_size: int = 100 * MiB,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        close_ledger: bool = False,
+        stop_grace: float = 5.0,
+    ) -> None:
+        match = _HOST_PORT.fullmatch(listen_address)
+        if match is None:
+            raise OrdererError(f"listen address {listen_address!r} is not host:port")
+        self._signer = signer
+        self._ledger = ledger
+        self._genesis_blocks = list(genesis_blocks)
+        self._listen_address = listen_address
+        self._host = match["v6"] or match["host"]
+        self._tls = tls
+        self._options = [
+            # Without this, gRPC binds with SO_REUSEPORT and a second orderer on the same port starts silently.
+            ("grpc.so_reuseport", 0),
+            ("grpc.max_receive_message_length", max_recv_msg_size),
+            ("grpc.max_send_message_length", max_send_msg_size),
+        ]
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._close_ledger = close_ledger
+        self._stop_grace = stop_grace
+        self._channels: dict[str, _Channel] = {}
+        self._new_genesis: dict[str, bytes] = {}
+        self._mcs: X509CryptoService | None = None
+        self._server: grpc.aio.Server | None = None
+        self._port: int | None = None
+        self._timer: asyncio.Task[None] | None = None
+        self._timer_wakeup: asyncio.Event | None = None
+        self._stopping: asyncio.Event | None = None
+        self._stopped = False
+
+    @classmethod
+    def from_config(cls, config: OrdererConfig) -> Orderer:
+        """An orderer as orderer.yaml describes it; OrdererError names the setting that does not work."""
+        general = config.general
+        try:
+            signer = load_signing_identity(Path(general.local_msp_dir), general.local_msp_id)
+        except (CryptoError, OSError) as exc:
+            raise OrdererError(f"General.LocalMSPDir: {exc}") from None
+        genesis: list[bytes] = []
+        for path in config.channels:
+            try:
+                genesis.append(load_block(path))
+            except ChannelConfigError as exc:
+                raise OrdererError(f"Channels: {exc}") from None
+        tls = None
+        if general.tls.enabled:
+            tls = ServerTLS.from_files(
+                general.tls.certificate,
+                general.tls.private_key,
+                general.tls.client_root_cas,
+                client_auth_required=general.tls.client_auth_required,
+            )
+        try:
+            ledger = Ledger(config.file_ledger.ledger_path)
+        except (LedgerError, OSError) as exc:
+            raise OrdererError(f"FileLedger.Location: {exc}") from None
+        return cls(
+            signer,
+            ledger,
+            genesis_blocks=genesis,
+            listen_address=general.listen_address,
+            tls=tls,
+            max_recv_msg_size=general.max_recv_msg_size,
+            max_send_msg_size=general.max_send_msg_size,
+            close_ledger=True,
+        )
+
+    # ----------------------------------------------------------------------------------------------
+    # Public state
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("the orderer has not started")
+        return self._port
+
+    @property
+    def address(self) -> str:
+        """host:port to dial: the bound port, with a wildcard listen host replaced by the loopback address."""
+        host = self._host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"{host}:{self.port}"
+
+    @property
+    def channels(self) -> list[str]:
+        return sorted(self._channels)
+
+    def channel_config(self, channel: str) -> channel_pb2.ChannelConfig:
+        return self._channels[channel].config
+
+    def height(self, channel: str) -> int:
+        return self._ledger.height(channel)
+
+    @property
+    def ledger(self) -> Ledger:
+        return self._ledger
+
+    # ----------------------------------------------------------------------------------------------
+    # Lifecycle
+
+    async def __aenter__(self) -> Orderer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Load the channels, bind and serve; OrdererError when any of it fails (nothing is left running)."""
+        if self._server is not None or self._stopped:
+            raise RuntimeError("an Orderer starts once")
+        server: grpc.aio.Server | None = None
+        try:
+            self._load_channels()
+            self._stopping = asyncio.Event()
+            self._timer_wakeup = asyncio.Event()
+            server = grpc.aio.server(options=self._options)
+            server.add_generic_rpc_handlers((self._handlers(),))
+            try:
+                if self._tls is not None:
+                    port = server.add_secure_port(self._listen_address, self._tls.credentials())
+                else:
+                    port = server.add_insecure_port(self._listen_address)
+            except RuntimeError:
+                raise OrdererError(
+                    f"cannot listen on {self._listen_address}: the address is in use or not available"
+                ) from None
+            # Only once the port is ours does the ledger change: a start that fails leaves it as it was.
+            self._create_channels()
+            await server.start()
+        except BaseException:
+            self._stopped = True
+            if server is not None:
+                await server.stop(None)
+            if self._close_ledger:
+                self._ledger.close()
+            raise
+        self._server, self._port = server, port
+        for channel in self._channels.values():
+            channel.writer = asyncio.create_task(self._write_blocks(channel), name=f"orderer-writer-{channel.name}")
+        self._timer = asyncio.create_task(self._run_timer(), name="orderer-timer")
+        log.info(
+            "orderer %s listening on %s (%s), channels: %s",
+            self._signer.mspid,
+            self.address,
+            "TLS" if self._tls else "plaintext",
+            ", ".join(f"{name} (height {self.height(name)})" for name in self.channels),
+        )
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop serving, commit what was accepted, and return once no task of the orderer is left."""
+        if self._server is None or self._stopping is None or self._stopped:
+            return
+        self._stopped = True
+        self._stopping.set()
+        for channel in self._channels.values():
+            channel.notify()
+        await self._server.stop(self._stop_grace if grace is None else grace)
+        if self._timer is not None:
+            self._timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._timer
+        for channel in self._channels.values():
+            rest = channel.cutter.cut()
+            if rest:
+                channel.queue.put_nowait(rest)
+            channel.queue.put_nowait(None)
+        await asyncio.gather(*(c.writer for c in self._channels.values() if c.writer is not None))
+        if self._close_ledger:
+            self._ledger.close()
+        log.info("orderer stopped")
+
+    # ----------------------------------------------------------------------------------------------
+    # Channels
+
+    def _load_channels(self) -> None:
+        configs: dict[str, channel_pb2.ChannelConfig] = {}
+        new_genesis: dict[str, bytes] = {}
+        for raw in self._genesis_blocks:
+            try:
+                config = read_genesis(raw)
+            except ChannelConfigError as exc:
+                raise OrdererError(f"genesis block: {exc}") from None
+            name = config.name
+            if name in configs:
+                raise OrdererError(f"channel {name}: more than one genesis block given")
+            configs[name] = config
+            existing = self._ledger.get_block(name, 0)
+            if existing is None:
+                new_genesis[name] = raw
+            elif block_header_hash(decode_block(existing).header) != block_header_hash(decode_block(raw).header):
+                raise OrdererError(
+                    f"channel {name}: the genesis block given differs from block 0 in the ledger {self._ledger.path}"
+                )
+        for name in self._ledger.channels():
+            if name not in configs:
+                raw = self._ledger.get_block(name, 0)
+                try:
+                    configs[name] = read_genesis(raw or b"")
+                except ChannelConfigError as exc:
+                    raise OrdererError(f"channel {name} in ledger {self._ledger.path}: {exc}") from None
+        if not configs:
+            raise OrdererError("no channels: give the genesis block of at least one channel (Channels in orderer.yaml)")
+        try:
+            registry = org_registry(configs.values(), now=self._wall_clock)
+        except ChannelConfigError as exc:
+            raise OrdererError(str(exc)) from None
+        try:
+            registry.validate(self._signer.identity)
+        except InvalidIdentity as exc:
+            raise OrdererError(f"the orderer's own identity is not valid in its channels: {exc}") from None
+        for name, config in configs.items():
+            orderer_orgs = frozenset(o.mspid for o in config.orderer_orgs)
+            if self._signer.mspid not in orderer_orgs:
+                raise OrdererError(
+                    f"channel {name}: the orderer's MSP ID {self._signer.mspid} is not one of its orderer orgs "
+                    f"{sorted(orderer_orgs)}"
+                )
+        self._new_genesis = new_genesis
+        self._mcs = X509CryptoService(self._signer, registry)
+        for name, config in sorted(configs.items()):
+            writers = frozenset(o.mspid for o in config.orgs)
+            self._channels[name] = _Channel(
+                name=name,
+                config=config,
+                cutter=BlockCutter(BatchSettings.from_config(config.batch)),
+                writers=writers,
+                readers=writers | frozenset(o.mspid for o in config.orderer_orgs),
+            )
+
+    def _create_channels(self) -> None:
+        for name, raw in self._new_genesis.items():
+            try:
+                self._ledger.commit(name, raw)
+            except LedgerError as exc:
+                raise OrdererError(str(exc)) from None
+            log.info("channel %s created from its genesis block", name)
+        self._new_genesis = {}
+
+    async def _write_blocks(self, channel: _Channel) -> None:
+        while True:
+            batches = [await channel.queue.get()]
+            while not channel.queue.empty():
+                batches.append(channel.queue.get_nowait())
+            done = None in batches
+            todo = [b for b in batches if b]
+            if todo and channel.failure is None:
+                try:
+                    await self._commit(channel, todo)
+                except Exception as exc:  # the chain can no longer be extended safely; stop taking envelopes
+                    channel.failure = f"channel {channel.name}: cannot commit blocks: {exc}"
+                    log.exception("channel %s: cannot commit blocks; refusing further envelopes", channel.name)
+            if done:
+                return
+
+    async def _commit(self, channel: _Channel, batches: list[list[bytes]]) -> None:
+        number = self._ledger.height(channel.name)
+        previous = self._ledger.last_hash(channel.name)
+        raws: list[bytes] = []
+        for batch in batches:
+            block = sign_block(new_block(number, previous, batch), self._signer)
+            raws.append(block.SerializeToString(deterministic=True))
+            previous = block_header_hash(block.header)
+            number += 1
+        # Several batches queued up behind one fsync are written in one transaction.
+        await asyncio.to_thread(self._ledger.commit_many, channel.name, raws)
+        channel.notify()
+        log.debug(
+            "channel %s: committed blocks %d..%d (%d envelopes)",
+            channel.name,
+            number - len(raws),
+            number - 1,
+            sum(len(b) for b in batches),
+        )
+
+    async def _run_timer(self) -> None:
+        assert self._timer_wakeup is not None
+        while True:
+            now = self._clock()
+            earliest: float | None = None
+            for channel in self._channels.values():
+                for batch in channel.cutter.on_tick(now):
+                    channel.queue.put_nowait(batch)
+                deadline = channel.cutter.deadline
+                if deadline is not None and (earliest is None or deadline < earliest):
+                    earliest = deadline
+            self._timer_wakeup.clear()
+            timeout = None if earliest is None else max(0.0, earliest - self._clock())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._timer_wakeup.wait(), timeout)
+
+    # ----------------------------------------------------------------------------------------------
+    # RPCs
+
+    def _handlers(self) -> grpc.GenericRpcHandler:
+        # Requests arrive as raw bytes so that an envelope which does not decode gets a BAD_REQUEST answer
+        # instead of a gRPC-level error.
+        return grpc.method_handlers_generic_handler(
+            SERVICE_NAME,
+            {
+                "Broadcast": grpc.stream_stream_rpc_method_handler(
+                    self._broadcast, response_serializer=ab_pb2.BroadcastResponse.SerializeToString
+                ),
+                "Deliver": grpc.stream_stream_rpc_method_handler(self._deliver),
+            },
+        )
+
+    async def _until_stopped(self, requests: AsyncIterator[_T]) -> AsyncIterator[_T]:
+        """The requests of a stream, ending early when the orderer stops."""
+        assert self._stopping is not None
+        stop = asyncio.ensure_future(self._stopping.wait())
+        read: asyncio.Future[_T] | None = None
+        try:
+            while True:
+                read = asyncio.ensure_future(anext(requests))
+                await asyncio.wait({read, stop}, return_when=asyncio.FIRST_COMPLETED)
+                if not read.done():
+                    return
+                try:
+                    item = read.result()
+                except StopAsyncIteration:
+                    return
+                read = None
+                yield item
+        finally:
+            stop.cancel()
+            if read is not None:
+                # The read may have finished (the client hung up) just as this stream was cancelled; awaiting it
+                # here collects its outcome either way, so asyncio has no unretrieved exception to complain of.
+                read.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, Exception):
+                    await read
+
+    async def _broadcast(
+        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[ab_pb2.BroadcastResponse]:
+        async for raw in self._until_stopped(requests):
+            try:
+                reply = self._order(raw)
+            except Exception:
+                log.exception("broadcast: unexpected error")
+                reply = _broadcast_reply(Status.INTERNAL_SERVER_ERROR, "internal error in the orderer")
+            if reply.status != Status.SUCCESS:
+                log.debug("broadcast refused: %s: %s", _status_name(reply.status), reply.info)
+            yield reply
+
+    def _order(self, raw: bytes) -> ab_pb2.BroadcastResponse:
+        assert self._stopping is not None and self._timer_wakeup is not None
+        if self._stopping.is_set():
+            return _broadcast_reply(Status.SERVICE_UNAVAILABLE, "the orderer is shutting down")
+        try:
+            opened = open_envelope(raw)
+        except EnvelopeError as exc:
+            return _broadcast_reply(Status.BAD_REQUEST, str(exc))
+        header_type = opened.channel_header.type
+        if header_type in _NOT_ORDERABLE:
+            return _broadcast_reply(Status.BAD_REQUEST, _NOT_ORDERABLE[header_type])
+        if not opened.channel_id:
+            return _broadcast_reply(Status.BAD_REQUEST, "the channel header names no channel")
+        channel = self._channels.get(opened.channel_id)
+        if channel is None:
+            return _broadcast_reply(Status.NOT_FOUND, f"channel {opened.channel_id!r} does not exist on this orderer")
+        if channel.failure is not None:
+            return _broadcast_reply(Status.SERVICE_UNAVAILABLE, channel.failure)
+        try:
+            channel.cutter.check_size(raw)
+        except EnvelopeTooLarge as exc:
+            return _broadcast_reply(Status.REQUEST_ENTITY_TOO_LARGE, str(exc))
+        problem = self._authorize(opened, channel, channel.writers, "submit to")
+        if problem is not None:
+            return _broadcast_reply(Status.FORBIDDEN, problem)
+        armed = channel.cutter.deadline
+        for batch in channel.cutter.ordered(raw, self._clock()):
+            channel.queue.put_nowait(batch)
+        if channel.cutter.deadline != armed:
+            self._timer_wakeup.set()
+        return _broadcast_reply(Status.SUCCESS)
+
+    def _authorize(self, opened: OpenedEnvelope, channel: _Channel, allowed: frozenset[str], action: str) -> str | None:
+        """Why the envelope's creator may not ``action`` the channel, or None when it may."""
+        assert self._mcs is not None
+        try:
+            mspid, _ = decode_identity(opened.creator)
+        except InvalidIdentity as exc:
+            return f"creator: {exc}"
+        if mspid not in allowed:
+            return f"{mspid} is not an org allowed to {action} channel {channel.name}"
+        try:
+            self._mcs.verify(opened.creator, opened.envelope.signature, opened.envelope.payload)
+        except InvalidIdentity as exc:
+            return f"creator's identity is not valid: {exc}"
+        except InvalidSignature as exc:
+            return f"envelope signature: {exc}"
+        return None
+
+    async def _deliver(self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        async for raw in self._until_stopped(requests):
+            try:
+                async for reply in self._serve_seek(raw):
+                    yield reply
+            except (asyncio.CancelledError, GeneratorExit):
+                raise
+            except Exception:
+                log.exception("deliver: unexpected error")
+                yield _status_reply(Status.INTERNAL_SERVER_ERROR)
+                return
+
+    def _resolve(self, position: ab_pb2.SeekPosition, height: int, what: str) -> int | str:
+        kind = position.WhichOneof("Type")
+        if kind == "oldest":
+            return 0
+        if kind == "newest":
+            return height - 1
+        if kind == "specified":
+            return position.specified.number
+        if kind == "next_commit":
+            return height
+        return f"seek {what} position is not set"
+
+    async def _serve_seek(self, raw: bytes) -> AsyncIterator[bytes]:
+        assert self._stopping is not None and self._mcs is not None
+
+        def refuse(status: int, info: str, level: int = logging.INFO) -> bytes:
+            # DeliverResponse has no room for a reason, so the log is the only place it shows.
+            log.log(level, "deliver refused: %s: %s", _status_name(status), info)
+            return _status_reply(status)
+
+        try:
+            opened = open_envelope(raw)
+        except EnvelopeError as exc:
+            yield refuse(Status.BAD_REQUEST, str(exc))
+            return
+        if opened.channel_header.type != common_pb2.DELIVER_SEEK_INFO:
+            yield refuse(Status.BAD_REQUEST, f"header type {opened.channel_header.type}, expected DELIVER_SEEK_INFO")
+            return
+        channel = self._channels.get(opened.channel_id)
+        if channel is None:
+            yield refuse(Status.NOT_FOUND, f"channel {opened.channel_id!r} does not exist")
+            return
+        problem = self._authorize(opened, channel, channel.readers, "read from")
+        if problem is not None:
+            yield refuse(Status.FORBIDDEN, problem)
+            return
+        stamp = opened.channel_header.timestamp.ToNanoseconds() / 1e9
+        if abs(stamp - self._wall_clock()) > SEEK_TIME_WINDOW:
+            yield refuse(Status.BAD_REQUEST, "seek request timestamp is more than 15 minutes from the orderer's clock")
+            return
+        seek = ab_pb2.SeekInfo()
+        try:
+            seek.ParseFromString(opened.payload.data)
+        except (DecodeError, ValueError, TypeError) as exc:
+            yield refuse(Status.BAD_REQUEST, f"seek info does not decode: {exc}")
+            return
+        height = self._ledger.height(channel.name)
+        start = self._resolve(seek.start, height, "start")
+        stop = self._resolve(seek.stop, height, "stop")
+        if isinstance(start, str) or isinstance(stop, str):
+            yield refuse(Status.BAD_REQUEST, start if isinstance(start, str) else str(stop))
+            return
+        if start > stop:
+            yield refuse(Status.BAD_REQUEST, f"seek start {start} is after its stop {stop}")
+            return
+        header_only = seek.content_type == ab_pb2.SeekInfo.HEADER_WITH_SIG
+        fail_if_not_ready = seek.behavior == ab_pb2.SeekInfo.FAIL_IF_NOT_READY
+        expiry = self._mcs.expiration(opened.creator)
+        log.debug("deliver %s: blocks %d..%d", channel.name, start, stop)
+
+        number = start
+        while number <= stop:
+            if self._stopping.is_set():
+                yield refuse(Status.SERVICE_UNAVAILABLE, "the orderer is shutting down", logging.DEBUG)
+                return
+            if expiry is not None and self._wall_clock() >= expiry:
+                yield refuse(Status.FORBIDDEN, "the requester's certificate has expired")
+                return
+            changed = channel.changed
+            height = self._ledger.height(channel.name)
+            if number < height:
+                last = min(stop, height - 1, number + _READ_BATCH - 1)
+                blocks = await asyncio.to_thread(self._ledger.get_blocks, channel.name, number, last)
+                if not blocks:
+                    yield refuse(Status.INTERNAL_SERVER_ERROR, f"block {number} is missing from the ledger")
+                    return
+                for block in blocks:
+                    yield _block_reply(block, header_only)
+                number += len(blocks)
+                continue
+            if fail_if_not_ready:
+                yield refuse(Status.NOT_FOUND, f"block {number} is not available yet (height {height})", logging.DEBUG)
+                return
+            await changed.wait()
+        yield _status_reply(Status.SUCCESS)

@@ -1,0 +1,187 @@
+"""Channel configs from crypto material, the genesis block round trip, and what read_genesis refuses."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from orderer_helpers import CHANNEL, user
+
+from rumor import channelconfig as cc
+from rumor.crypto import CertificateAuthority, InvalidIdentity, X509CryptoService, new_block, sign_block
+from rumor.wire.pb.common import common_pb2
+from rumor.wire.pb.rumorpb import channel_pb2
+
+
+def test_org_config_reads_the_msp_directory(material) -> None:
+    org = material.org("Org1MSP")
+    config = cc.org_config("Org1MSP", org.msp_dir, ["peer0.org1.example.com:7051"])
+    assert config.mspid == "Org1MSP"
+    assert config.root_certs == [org.ca_cert.read_bytes()]
+    assert config.tls_root_certs == [org.tlsca_cert.read_bytes()]
+    assert list(config.anchor_peers) == ["peer0.org1.example.com:7051"]
+    assert list(config.crls) == []
+
+
+def test_org_config_errors(material, tmp_path: Path) -> None:
+    with pytest.raises(cc.ChannelConfigError, match="no such MSP directory"):
+        cc.org_config("Org1MSP", tmp_path / "missing")
+    (tmp_path / "msp" / "cacerts").mkdir(parents=True)
+    with pytest.raises(cc.ChannelConfigError, match="no CA certificate"):
+        cc.org_config("Org1MSP", tmp_path / "msp")
+    with pytest.raises(cc.ChannelConfigError, match="not a valid MSP ID"):
+        cc.org_config("Org 1", material.org("Org1MSP").msp_dir)
+
+
+def test_genesis_round_trip(channel_config, orderer_identity, tmp_path: Path) -> None:
+    block = cc.genesis_block(channel_config, orderer_identity, now=1_700_000_000.5)
+    assert block.header.number == 0
+    assert block.header.previous_hash == b""
+    path = cc.save_block(tmp_path / "channels" / f"{CHANNEL}.block", block)
+    raw = cc.load_block(path)
+    assert raw == block.SerializeToString(deterministic=True)
+    assert cc.read_genesis(raw) == channel_config
+    assert cc.read_genesis(block) == channel_config
+
+    opened = cc.open_envelope(block.data.data[0])
+    assert opened.channel_header.type == common_pb2.CONFIG
+    assert opened.channel_id == CHANNEL
+    assert opened.channel_header.timestamp.ToNanoseconds() == 1_700_000_000_500_000_000
+    assert opened.creator == orderer_identity.identity
+    # The config transaction is signed by the orderer over the payload bytes.
+    registry = cc.org_registry([channel_config])
+    mcs = X509CryptoService(orderer_identity, registry)
+    mcs.verify(opened.creator, opened.envelope.signature, opened.envelope.payload)
+
+
+def test_genesis_block_verifies_as_an_orderer_block(material, channel_config, orderer_identity) -> None:
+    block = cc.genesis_block(channel_config, orderer_identity)
+    peer_side = X509CryptoService(user(material, "Org2MSP"), cc.org_registry([channel_config]))
+    peer_side.register_channel(CHANNEL, cc.orderer_mspids(channel_config))
+    peer_side.verify_block(CHANNEL, 0, block.SerializeToString())
+
+
+def test_genesis_must_be_signed_by_an_orderer_org(material, channel_config) -> None:
+    with pytest.raises(cc.ChannelConfigError, match="not one of its orderer orgs"):
+        cc.genesis_block(channel_config, user(material, "Org1MSP"))
+
+
+def _block_with(envelopes: list[bytes], signer, number: int = 0, previous: bytes = b"") -> bytes:
+    return sign_block(new_block(number, previous, envelopes), signer).SerializeToString()
+
+
+def test_read_genesis_refusals(channel_config, orderer_identity) -> None:
+    good = cc.genesis_block(channel_config, orderer_identity)
+    entry = good.data.data[0]
+
+    def refused(raw: bytes, fragment: str) -> None:
+        with pytest.raises(cc.ChannelConfigError, match=fragment) as info:
+            cc.read_genesis(raw)
+        assert "\n" not in str(info.value)
+
+    refused(b"\xff\xff\xff", "not a block")
+    refused(_block_with([entry], orderer_identity, number=1, previous=b"x" * 32), "block number 1, expected 0")
+    refused(_block_with([entry], orderer_identity, previous=b"x" * 32), "has a previous hash")
+    refused(_block_with([entry, entry], orderer_identity), "2 data entries, expected 1")
+    refused(_block_with([], orderer_identity), "0 data entries")
+    refused(_block_with([b"\xff\x01garbage"], orderer_identity), "genesis block: .*does not decode")
+
+    tampered = common_pb2.Block()
+    tampered.CopyFrom(good)
+    tampered.data.data[0] = entry + b"\x00"
+    refused(tampered.SerializeToString(), "data hash does not match")
+
+    transaction = cc.new_envelope(orderer_identity, CHANNEL, common_pb2.ENDORSER_TRANSACTION, b"tx")
+    refused(_block_with([transaction.SerializeToString()], orderer_identity), "type ENDORSER_TRANSACTION")
+
+    other_name = channel_pb2.ChannelConfig()
+    other_name.CopyFrom(channel_config)
+    other_name.name = "otherchannel"
+    mislabelled = cc.new_envelope(orderer_identity, CHANNEL, common_pb2.CONFIG, other_name.SerializeToString())
+    refused(_block_with([mislabelled.SerializeToString()], orderer_identity), "names channel 'otherchannel'")
+
+    no_config = cc.new_envelope(orderer_identity, CHANNEL, common_pb2.CONFIG, b"\xff\xff")
+    refused(_block_with([no_config.SerializeToString()], orderer_identity), "channel config does not decode")
+
+    invalid = channel_pb2.ChannelConfig()
+    invalid.CopyFrom(channel_config)
+    del invalid.orderer_orgs[:]
+    unusable = cc.new_envelope(orderer_identity, CHANNEL, common_pb2.CONFIG, invalid.SerializeToString())
+    refused(_block_with([unusable.SerializeToString()], orderer_identity), "no orderer org")
+
+
+def test_load_block_of_a_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(cc.ChannelConfigError, match="no such block file"):
+        cc.load_block(tmp_path / "nope.block")
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        (lambda c: setattr(c, "name", "Bad_Name"), "channel name 'Bad_Name' is not valid"),
+        (lambda c: setattr(c, "name", ""), "channel name '' is not valid"),
+        (lambda c: c.ClearField("orgs"), "no member org"),
+        (lambda c: c.orgs.append(c.orgs[0]), r"MSP IDs listed more than once: \['Org1MSP'\]"),
+        (lambda c: c.orgs[0].anchor_peers.append("nohostport"), "anchor peer 'nohostport'"),
+        (lambda c: c.orderer_orgs[0].endpoints.append("x:99999"), "endpoint 'x:99999'"),
+        (lambda c: c.orgs[0].root_certs.__setitem__(0, b"junk"), "not PEM"),
+        (lambda c: c.ClearField("batch"), "no batch settings"),
+        (lambda c: setattr(c.batch, "max_message_count", 0), "max_message_count must be at least 1"),
+        (lambda c: setattr(c.batch, "absolute_max_bytes", 1), "below preferred_max_bytes"),
+        (lambda c: setattr(c.batch, "batch_timeout_ms", 0), "timeout must be at least 1 ms"),
+    ],
+)
+def test_validation(channel_config, change, fragment: str) -> None:
+    config = channel_pb2.ChannelConfig()
+    config.CopyFrom(channel_config)
+    change(config)
+    with pytest.raises(cc.ChannelConfigError, match=fragment):
+        cc.validate_channel_config(config)
+
+
+def test_org_registry_validates_members_and_orderers(material, channel_config, orderer_identity) -> None:
+    registry = cc.org_registry([channel_config])
+    assert registry.mspids == {"Org1MSP", "Org2MSP", "OrdererMSP"}
+    registry.validate(user(material, "Org1MSP").identity)
+    registry.validate(orderer_identity.identity)
+    with pytest.raises(InvalidIdentity, match="unknown MSP ID"):
+        registry.validate(user(material, "Org3MSP").identity)
+
+
+def test_org_registry_merges_channels_and_refuses_conflicts(material, channel_config, slow_channel_config) -> None:
+    assert cc.org_registry([channel_config, slow_channel_config]).mspids == {"Org1MSP", "Org2MSP", "OrdererMSP"}
+    conflicting = channel_pb2.ChannelConfig()
+    conflicting.CopyFrom(slow_channel_config)
+    conflicting.orgs[0].root_certs[0] = material.org("Org2MSP").ca_cert.read_bytes()
+    with pytest.raises(cc.ChannelConfigError, match="Org1MSP is defined differently in channels"):
+        cc.org_registry([channel_config, conflicting])
+
+
+def test_crls_travel_in_the_config_and_revoke(material, tmp_path: Path) -> None:
+    org = material.org("Org1MSP")
+    revoked = user(material, "Org1MSP")
+    ca = CertificateAuthority.load(org.ca_cert, org.ca_key)
+    now = dt.datetime.now(dt.UTC)
+    crl = ca.issue_crl(
+        [revoked.certificate.serial_number],
+        last_update=now - dt.timedelta(minutes=1),
+        next_update=now + dt.timedelta(days=1),
+    )
+    msp = tmp_path / "msp"
+    (msp / "cacerts").mkdir(parents=True)
+    (msp / "cacerts" / "ca.pem").write_bytes(org.ca_cert.read_bytes())
+    (msp / "crls").mkdir()
+    (msp / "crls" / "crl.pem").write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+    orderer_org = material.orderer_orgs[0]
+    config = cc.channel_config(
+        "crlchannel",
+        [cc.org_config("Org1MSP", msp)],
+        [cc.orderer_org_config(orderer_org.mspid, orderer_org.msp_dir, [])],
+    )
+    assert len(config.orgs[0].crls) == 1
+    registry = cc.org_registry([config])
+    with pytest.raises(InvalidIdentity, match="revoked"):
+        registry.validate(revoked.identity)
+    registry.validate(user(material, "Org1MSP", "Admin").identity)

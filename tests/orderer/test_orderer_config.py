@@ -1,0 +1,138 @@
+"""orderer.yaml: keys, defaults, relative paths, environment overrides and one-line errors."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from rumor.config import ConfigError
+from rumor.orderer.config import (
+    OrdererConfig,
+    load_orderer_config,
+    orderer_config_to_yaml,
+    validate_orderer_config,
+)
+
+FULL = """\
+General:
+  ListenAddress: 0.0.0.0:7050
+  LocalMSPDir: msp
+  LocalMSPID: OrdererMSP
+  MaxRecvMsgSize: 1048576
+  TLS:
+    Enabled: true
+    Certificate: tls/server.crt
+    PrivateKey: tls/server.key
+    RootCAs:
+      - tls/ca.crt
+    ClientAuthRequired: false
+  Keepalive:                # Fabric's; ignored
+    ServerMinInterval: 60s
+FileLedger:
+  Location: /var/rumor/orderer
+Channels:
+  - ../channels/mychannel.block
+Operations:
+  ListenAddress: 127.0.0.1:8443
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "orderer" / "orderer.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_loads_every_key_and_resolves_paths(tmp_path: Path) -> None:
+    path = write(tmp_path, FULL)
+    config = load_orderer_config(path, env={})
+    base = path.parent
+    assert config.general.listen_address == "0.0.0.0:7050"
+    assert config.general.local_msp_dir == str(base / "msp")
+    assert config.general.local_msp_id == "OrdererMSP"
+    assert config.general.max_recv_msg_size == 1048576
+    assert config.general.tls.enabled is True
+    assert config.general.tls.certificate == str(base / "tls" / "server.crt")
+    assert config.general.tls.root_cas == (str(base / "tls" / "ca.crt"),)
+    assert config.file_ledger.location == "/var/rumor/orderer"
+    assert config.file_ledger.ledger_path == Path("/var/rumor/orderer/ledger.sqlite")
+    assert config.channels == (str(tmp_path / "channels" / "mychannel.block"),)
+    # A directory stands for the orderer.yaml in it.
+    assert load_orderer_config(path.parent, env={}) == config
+
+
+def test_defaults() -> None:
+    config = load_orderer_config(None, env={})
+    assert config == OrdererConfig()
+    assert config.general.listen_address == "127.0.0.1:7050"
+    assert config.general.tls.enabled is False
+    assert config.channels == ()
+
+
+def test_yaml_round_trip(tmp_path: Path) -> None:
+    config = load_orderer_config(write(tmp_path, FULL), env={})
+    again = load_orderer_config(write(tmp_path / "again", orderer_config_to_yaml(config, header="generated")), env={})
+    assert again == config
+
+
+def test_keys_are_case_insensitive(tmp_path: Path) -> None:
+    config = load_orderer_config(write(tmp_path, "general:\n  listenaddress: 127.0.0.1:0\n"), env={})
+    assert config.general.listen_address == "127.0.0.1:0"
+
+
+def test_environment_overrides(tmp_path: Path) -> None:
+    env = {
+        "ORDERER_GENERAL_LISTENADDRESS": "127.0.0.1:9999",
+        "ORDERER_GENERAL_TLS_ENABLED": "false",
+        "ORDERER_CHANNELS": "/a.block /b.block",
+        "UNRELATED": "x",
+    }
+    config = load_orderer_config(write(tmp_path, FULL), env=env)
+    assert config.general.listen_address == "127.0.0.1:9999"
+    assert config.general.tls.enabled is False
+    assert config.channels == ("/a.block", "/b.block")
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "fragment"),
+    [
+        ("General:\n  ListenAdress: x:1\n", {}, "General.ListenAdress: unknown key (did you mean ListenAddress?)"),
+        ("General:\n  ListenAddress: nowhere\n", {}, 'General.ListenAddress: "nowhere" is not a valid address'),
+        ("General:\n  TLS:\n    Enabled: maybe\n", {}, 'General.TLS.Enabled: "maybe" is not a boolean'),
+        ("General:\n  MaxRecvMsgSize: 0\n", {}, "General.MaxRecvMsgSize: 0 is not allowed"),
+        ("General:\n  TLS:\n    Enabled: true\n", {}, "General.TLS.Certificate: empty while General.TLS.Enabled"),
+        (
+            "General:\n  TLS:\n    Enabled: true\n    Certificate: c\n    PrivateKey: k\n"
+            "    ClientAuthRequired: true\n",
+            {},
+            "General.TLS.ClientRootCAs: empty",
+        ),
+        ("General:\n  TLS:\n    ClientAuthRequired: true\n", {}, "ClientAuthRequired: true while General.TLS.Enabled"),
+        ("General:\n  LocalMSPID: ''\n", {}, "General.LocalMSPID: empty"),
+        ("Channels: 5\n", {}, "Channels: 5 is not a list of strings"),
+        ("- a\n- b\n", {}, "is not a mapping of sections"),
+        ("General: [\n", {}, "YAML syntax error"),
+        ("", {"ORDERER_GENERAL_LISTENADRESS": "x:1"}, "did you mean ORDERER_GENERAL_LISTENADDRESS?"),
+        ("", {"ORDERER_GENERAL_TLS_ENABLED": "perhaps"}, "(from ORDERER_GENERAL_TLS_ENABLED)"),
+    ],
+)
+def test_errors_are_one_line(tmp_path: Path, text: str, env: dict[str, str], fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_orderer_config(write(tmp_path, text), env=env)
+    message = str(info.value)
+    assert "\n" not in message
+    assert fragment in message, message
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_orderer_config(tmp_path / "nope.yaml", env={})
+
+
+def test_validate_a_config_built_in_code() -> None:
+    bad = dataclasses.replace(OrdererConfig(), channels=("a", 3))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="Channels"):
+        validate_orderer_config(bad)
