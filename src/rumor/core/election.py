@@ -24,19 +24,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from rumor.config import ElectionConfig
+
+__all__ = ["ElectionConfig", "LeaderElection", "Outgoing", "Phase"]
+
 PKIid = bytes
 
 YIELD_FACTOR = 6
-
-
-@dataclass(frozen=True, slots=True)
-class ElectionConfig:
-    """Timings of the election, in seconds (keys of Fabric's peer.gossip.election)."""
-
-    startup_grace_period: float = 15.0
-    membership_sample_interval: float = 1.0
-    leader_alive_threshold: float = 10.0
-    leader_election_duration: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,11 +33,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from rumor.config import StateConfig
 from rumor.core.types import Committed, Effect, NullTracer, ReceivedMessage, RemotePeer, Send, Tracer
 from rumor.crypto.api import CryptoError, MessageCryptoService
 from rumor.ledger.store import LedgerError
 from rumor.wire import messages as m
 from rumor.wire.pb.gossip import message_pb2 as pb
+
+__all__ = ["LedgerPort", "StateConfig", "StateProvider", "StateStats"]
 
 log = logging.getLogger("rumor.state")
 
@@ -50,18 +53,6 @@ class LedgerPort(Protocol):
     def commit_many(self, channel: str, blocks: Sequence[bytes]) -> None: ...
 
     def get_blocks(self, channel: str, start: int, end: int) -> list[bytes]: ...
-
-
-@dataclass(frozen=True, slots=True)
-class StateConfig:
-    """Fabric's peer.gossip.state keys, in seconds and counts."""
-
-    enabled: bool = True
-    check_interval: float = 10.0
-    response_timeout: float = 3.0
-    batch_size: int = 10
-    block_buffer_size: int = 20
-    max_retries: int = 3
 
 
 @dataclass
