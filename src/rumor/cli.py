@@ -112,7 +112,17 @@ orderer_app = typer.Typer(
 )
 app.add_typer(config_app, name="config")
 app.add_typer(crypto_app, name="crypto")
+peer_app = typer.Typer(
+    help="Run a peer.\n\nExample: rumor peer start --config ./rumor-network/peers/peer0.org1.example.com/core.yaml",
+    no_args_is_help=True,
+)
+network_app = typer.Typer(
+    help="A whole network on this machine.\n\nExample: rumor network init --orgs 2 --peers-per-org 3 --out ./net",
+    no_args_is_help=True,
+)
 app.add_typer(orderer_app, name="orderer")
+app.add_typer(peer_app, name="peer")
+app.add_typer(network_app, name="network")
 
 
 @app.callback()
@@ -404,6 +414,97 @@ async def _submit(
             if exc.status == common_pb2.SERVICE_UNAVAILABLE:
                 raise _Refused(f"cannot submit: {exc}", EXIT_FAILURE) from None
             raise _Refused(f"orderer refused: {exc}", EXIT_USAGE) from None
+
+
+@peer_app.command("start")
+def peer_start(
+    config: Annotated[Path, typer.Option("--config", "-c", help="core.yaml, or a directory holding one.")],
+    join: Annotated[
+        list[Path] | None, typer.Option("--join", "-j", help="Genesis block of a channel to join; repeatable.")
+    ] = None,
+) -> None:
+    """Run a peer until SIGINT or SIGTERM, then stop cleanly (exit code 0).
+
+    Prints one line when it serves: "peer ready on HOST:PORT (operations on HOST:PORT)". Channels joined
+    once are rejoined from the ledger at every start; --join is needed only the first time.
+
+    Example: rumor peer start -c ./net/peers/peer0.org1.example.com/core.yaml -j ./net/channels/mychannel.block
+    """
+    _quiet_grpc()
+    try:
+        peer_config = load_config(config)
+    except ConfigError as exc:
+        fail(str(exc))
+    blocks: list[bytes] = []
+    for path in join or []:
+        try:
+            blocks.append(path.read_bytes())
+        except OSError as exc:
+            fail(f"--join {path}: {exc.strerror or exc}")
+    from rumor.node import PeerError
+
+    try:
+        asyncio.run(_run_peer(peer_config, blocks))
+    except PeerError as exc:
+        fail(str(exc))
+
+
+async def _run_peer(config: Any, blocks: list[bytes]) -> None:
+    from rumor.node import Peer
+
+    peer = Peer(config)
+    await peer.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        for block in blocks:
+            await peer.join_channel(block)
+        ops = f" (operations on {peer.ops.address})" if peer.ops is not None else ""
+        print(f"peer ready on {peer.endpoint}{ops}", flush=True)
+        await stop.wait()
+        logging.getLogger("rumor.peer").info("signal received; stopping")
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        await peer.stop()
+
+
+@network_app.command("init")
+def network_init(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write the network to (empty or absent).")],
+    orgs: Annotated[int, typer.Option(help="Peer organizations.", min=1)] = 2,
+    peers_per_org: Annotated[int, typer.Option(help="Peers in each organization.", min=1)] = 3,
+    channel: Annotated[str, typer.Option(help="Name of the channel every org joins.")] = "mychannel",
+    base_port: Annotated[
+        int, typer.Option(help="Orderer port; peer k gossips on base+1+k and serves operations on base+101+k.")
+    ] = 7050,
+    tls: Annotated[bool, typer.Option(help="Mutual TLS between peers and to the orderer.")] = True,
+) -> None:
+    """Write crypto material, orderer.yaml, one core.yaml per peer and the channel's genesis block.
+
+    Example: rumor network init --orgs 2 --peers-per-org 3 --channel mychannel --out ./net --base-port 7050
+    """
+    from rumor.crypto.api import CryptoError
+    from rumor.network import NetworkInitError, init_network
+
+    try:
+        layout = init_network(
+            out, orgs=orgs, peers_per_org=peers_per_org, channel=channel, base_port=base_port, tls=tls
+        )
+    except (NetworkInitError, CryptoError, ValueError) as exc:
+        fail(str(exc))
+    table = Table(title=f"rumor network in {layout.root}")
+    for column in ("node", "org", "gossip / service", "operations", "config"):
+        table.add_column(column)
+    table.add_row(
+        "orderer", "OrdererMSP", layout.orderer_endpoint, "", str(layout.orderer_config.relative_to(layout.root))
+    )
+    for peer in layout.peers:
+        table.add_row(peer.id, peer.org, peer.endpoint, peer.operations, str(peer.config.relative_to(layout.root)))
+    Console().print(table)
+    print(f"channel {layout.channel}: genesis block {layout.genesis.relative_to(layout.root)}")
 
 
 def _count(n: int, noun: str) -> str:

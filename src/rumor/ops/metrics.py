@@ -7,6 +7,8 @@ the embeddable API do), and the metric names are Fabric's (namespace
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 NAMESPACE = "gossip"
@@ -16,6 +18,8 @@ class PeerMetrics:
     """The metrics of protocol.md, plus a few of rumor's own, in one registry."""
 
     def __init__(self) -> None:
+        self.refresh: Callable[[], None] | None = None
+        """Called before each scrape, to copy in values kept elsewhere (comm counters, buffer sizes)."""
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.state_height = Gauge(
@@ -54,4 +58,6 @@ class PeerMetrics:
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
+        if self.refresh is not None:
+            self.refresh()
         return generate_latest(self.registry)

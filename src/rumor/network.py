@@ -1,0 +1,216 @@
+"""Scaffolding for a whole network on one machine: ``rumor network init``.
+
+    DIR/crypto/                    crypto material in cryptogen's layout
+    DIR/orderer/orderer.yaml       the ordering service (port P)
+    DIR/peers/<peer id>/core.yaml  one per peer: gossip port P+1+k, operations port P+101+k
+    DIR/channels/<channel>.block   the channel's genesis block (every org a member)
+    DIR/network.yaml               what was generated, read back by ``network up`` and the clients
+
+Every peer runs leader election (``useLeaderElection: true``, ``orgLeader: false``),
+bootstraps from the first peer of its org, and advertises an external endpoint;
+the first peer of each org is its org's anchor peer. Paths inside the YAML files
+are relative to the file, so the directory can be moved as a whole.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import yaml
+
+from rumor import channelconfig
+from rumor.config import Config, GossipConfig, OperationsConfig, PeerConfig, TLSConfig, config_to_yaml
+from rumor.crypto.identity import load_signing_identity
+from rumor.crypto.material import NetworkSpec, default_spec, generate
+from rumor.orderer.config import (
+    FileLedgerConfig,
+    GeneralConfig,
+    OrdererConfig,
+    OrdererTLSConfig,
+    orderer_config_to_yaml,
+)
+
+DEFAULT_BASE_PORT = 7050
+MANIFEST = "network.yaml"
+
+
+class NetworkInitError(Exception):
+    """The network cannot be written; the message says why."""
+
+
+@dataclass(frozen=True)
+class PeerEntry:
+    id: str
+    org: str
+    endpoint: str
+    operations: str
+    config: Path
+
+
+@dataclass(frozen=True)
+class NetworkLayout:
+    """What ``init_network`` wrote (and ``load_layout`` reads back)."""
+
+    root: Path
+    channel: str
+    orderer_endpoint: str
+    orderer_config: Path
+    peers: tuple[PeerEntry, ...]
+
+    @property
+    def genesis(self) -> Path:
+        return self.root / "channels" / f"{self.channel}.block"
+
+
+def _rel(path: Path, start: Path) -> str:
+    return os.path.relpath(path, start)
+
+
+def init_network(
+    out: Path,
+    *,
+    orgs: int = 2,
+    peers_per_org: int = 3,
+    channel: str = "mychannel",
+    base_port: int = DEFAULT_BASE_PORT,
+    tls: bool = True,
+    batch_timeout: float = 0.5,
+    spec: NetworkSpec | None = None,
+) -> NetworkLayout:
+    """Write a complete network under ``out`` (which must be empty or absent)."""
+    out = Path(out).resolve()
+    if out.exists() and any(out.iterdir()):
+        raise NetworkInitError(f"{out} is not empty; choose an empty directory (or remove it)")
+    if not 1 <= base_port <= 65535 - 200:
+        raise NetworkInitError(f"--base-port {base_port}: expected a port between 1 and 65335")
+    spec = spec or default_spec(orgs, peers_per_org)
+    crypto = out / "crypto"
+    material = generate(spec, crypto)
+    del material
+    orderer_org = spec.orderer_orgs[0]
+    orderer_host = f"{orderer_org.orderers[0]}.{orderer_org.domain}"
+    orderer_dir = crypto / "ordererOrganizations" / orderer_org.domain / "orderers" / orderer_host
+    orderer_endpoint = f"127.0.0.1:{base_port}"
+
+    all_tls_cas = [
+        crypto / "peerOrganizations" / o.domain / "tlsca" / f"tlsca.{o.domain}-cert.pem" for o in spec.peer_orgs
+    ]
+    orderer_tls_ca = (
+        crypto / "ordererOrganizations" / orderer_org.domain / "tlsca" / f"tlsca.{orderer_org.domain}-cert.pem"
+    )
+
+    peers: list[PeerEntry] = []
+    org_configs = []
+    k = 0
+    for org in spec.peer_orgs:
+        org_msp = crypto / "peerOrganizations" / org.domain / "msp"
+        first = f"127.0.0.1:{base_port + 1 + k}"
+        org_configs.append(channelconfig.org_config(org.mspid, org_msp, anchor_peers=[first]))
+        for name in org.peers:
+            host = f"{name}.{org.domain}"
+            peer_dir = out / "peers" / host
+            peer_dir.mkdir(parents=True)
+            endpoint = f"127.0.0.1:{base_port + 1 + k}"
+            operations = f"127.0.0.1:{base_port + 101 + k}"
+            node_dir = crypto / "peerOrganizations" / org.domain / "peers" / host
+            config = Config(
+                peer=PeerConfig(
+                    id=host,
+                    network_id="rumor",
+                    listen_address=endpoint,
+                    address=endpoint,
+                    file_system_path="data",
+                    msp_config_path=_rel(node_dir / "msp", peer_dir),
+                    local_msp_id=org.mspid,
+                    tls=TLSConfig(
+                        enabled=tls,
+                        cert_file=_rel(node_dir / "tls" / "server.crt", peer_dir),
+                        key_file=_rel(node_dir / "tls" / "server.key", peer_dir),
+                        rootcert_file=_rel(node_dir / "tls" / "ca.crt", peer_dir),
+                        client_root_cas_files=tuple(_rel(p, peer_dir) for p in [*all_tls_cas, orderer_tls_ca]),
+                    ),
+                    gossip=replace(
+                        GossipConfig(),
+                        bootstrap=() if endpoint == first else (first,),
+                        endpoint=endpoint,
+                        external_endpoint=endpoint,
+                        use_leader_election=True,
+                        org_leader=False,
+                    ),
+                ),
+                operations=OperationsConfig(listen_address=operations),
+            )
+            config_path = peer_dir / "core.yaml"
+            config_path.write_text(config_to_yaml(config, header=f"rumor peer {host} of {org.mspid}"))
+            peers.append(PeerEntry(host, org.mspid, endpoint, operations, config_path))
+            k += 1
+
+    orderer_cfg = channelconfig.orderer_org_config(
+        orderer_org.mspid, crypto / "ordererOrganizations" / orderer_org.domain / "msp", [orderer_endpoint]
+    )
+    config_msg = channelconfig.channel_config(
+        channel, org_configs, [orderer_cfg], channelconfig.batch_config(batch_timeout=batch_timeout)
+    )
+    signer = load_signing_identity(orderer_dir / "msp", orderer_org.mspid)
+    genesis = channelconfig.genesis_block(config_msg, signer)
+    block_path = out / "channels" / f"{channel}.block"
+    block_path.parent.mkdir(parents=True)
+    channelconfig.save_block(block_path, genesis)
+
+    orderer_home = out / "orderer"
+    orderer_home.mkdir()
+    orderer_config = OrdererConfig(
+        general=GeneralConfig(
+            listen_address=orderer_endpoint,
+            local_msp_dir=_rel(orderer_dir / "msp", orderer_home),
+            local_msp_id=orderer_org.mspid,
+            tls=OrdererTLSConfig(
+                enabled=tls,
+                certificate=_rel(orderer_dir / "tls" / "server.crt", orderer_home),
+                private_key=_rel(orderer_dir / "tls" / "server.key", orderer_home),
+                root_cas=(_rel(orderer_dir / "tls" / "ca.crt", orderer_home),),
+            ),
+        ),
+        file_ledger=FileLedgerConfig(location="data"),
+        channels=(_rel(block_path, orderer_home),),
+    )
+    orderer_config_path = orderer_home / "orderer.yaml"
+    orderer_config_path.write_text(orderer_config_to_yaml(orderer_config, header="rumor ordering service"))
+
+    layout = NetworkLayout(out, channel, orderer_endpoint, orderer_config_path, tuple(peers))
+    manifest = {
+        "channel": channel,
+        "orderer": {"endpoint": orderer_endpoint, "config": _rel(orderer_config_path, out)},
+        "peers": [
+            {
+                "id": p.id,
+                "org": p.org,
+                "endpoint": p.endpoint,
+                "operations": p.operations,
+                "config": _rel(p.config, out),
+            }
+            for p in peers
+        ],
+    }
+    (out / MANIFEST).write_text(yaml.safe_dump(manifest, sort_keys=False))
+    return layout
+
+
+def load_layout(root: Path) -> NetworkLayout:
+    """Read back what ``init_network`` wrote under ``root``."""
+    root = Path(root).resolve()
+    path = root / MANIFEST
+    if not path.is_file():
+        raise NetworkInitError(f"{root} holds no rumor network (no {MANIFEST}); run `rumor network init` first")
+    try:
+        data = yaml.safe_load(path.read_text())
+        peers = tuple(
+            PeerEntry(p["id"], p["org"], p["endpoint"], p["operations"], root / p["config"]) for p in data["peers"]
+        )
+        return NetworkLayout(
+            root, data["channel"], data["orderer"]["endpoint"], root / data["orderer"]["config"], peers
+        )
+    except (KeyError, TypeError, yaml.YAMLError) as exc:
+        raise NetworkInitError(f"{path} is damaged: {exc}") from None
