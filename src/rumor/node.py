@@ -501,11 +501,13 @@ class Peer:
             feed.close()
 
     async def _timer_loop(self) -> None:
-        while True:
+        while not self._stopping:
             deadline = self.core.next_deadline()
-            timeout = None if deadline is None else max(0.0, deadline - self._now())
+            delay = None if deadline is None else max(0.0, deadline - self._now())
+            # asyncio.timeout, not wait_for: in 3.11 wait_for loses a cancellation that races with the wake-up
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
             self._wake.clear()
             deadline = self.core.next_deadline()
             if deadline is not None and self._now() >= deadline:
