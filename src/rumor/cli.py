@@ -123,6 +123,16 @@ network_app = typer.Typer(
 app.add_typer(orderer_app, name="orderer")
 app.add_typer(peer_app, name="peer")
 app.add_typer(network_app, name="network")
+block_app = typer.Typer(
+    help="Blocks of a peer's ledger.\n\nExample: rumor block get 5 -C mychannel --network ./rumor-network",
+    no_args_is_help=True,
+)
+channel_app = typer.Typer(
+    help="Channels a peer has joined.\n\nExample: rumor channel list --peer 127.0.0.1:7151",
+    no_args_is_help=True,
+)
+app.add_typer(block_app, name="block")
+app.add_typer(channel_app, name="channel")
 
 
 @app.callback()
@@ -144,7 +154,10 @@ def _global_options(
 ) -> None:
     """rumor: Hyperledger Fabric's gossip network in Python.
 
-    Example: rumor --log-level debug config check core.yaml
+    Start with `rumor network up`: a whole network on this machine with a live dashboard. Run your own peers
+    with `rumor peer start`; look at them with `rumor status`, `rumor peers`, `rumor block get`.
+
+    Example: rumor --log-level debug network up --orgs 2 --peers-per-org 4
     """
     # Typer shows this docstring as the top-level help.
     setup_logging(log_level.value, log_format.value)
@@ -505,6 +518,239 @@ def network_init(
         table.add_row(peer.id, peer.org, peer.endpoint, peer.operations, str(peer.config.relative_to(layout.root)))
     Console().print(table)
     print(f"channel {layout.channel}: genesis block {layout.genesis.relative_to(layout.root)}")
+
+
+@network_app.command("up")
+def network_up(
+    directory: Annotated[
+        Path, typer.Option("--dir", "-d", help="Network directory; created with `network init` when it holds none.")
+    ] = Path("rumor-network"),
+    orgs: Annotated[int | None, typer.Option(min=1, help="Peer organizations of a new network (default 2).")] = None,
+    peers_per_org: Annotated[
+        int | None, typer.Option(min=1, help="Peers in each organization of a new network (default 4).")
+    ] = None,
+    channel: Annotated[str | None, typer.Option(help="Channel of a new network (default mychannel).")] = None,
+    base_port: Annotated[
+        int | None, typer.Option(help="Orderer port of a new network; peers on the next ports (default 7050).")
+    ] = None,
+    rate: Annotated[float, typer.Option(min=0, help="Blocks per second the load generator makes; 0 for none.")] = 2.0,
+    duration: Annotated[
+        float | None, typer.Option(min=0, help="Stop after this many seconds (default: run until Ctrl-C).")
+    ] = None,
+    dashboard_port: Annotated[
+        int | None,
+        typer.Option(min=0, help="Dashboard port (default 8080, or a free one when 8080 is taken; 0: any free)."),
+    ] = None,
+    dashboard_host: Annotated[str, typer.Option(help="Address the dashboard listens on.")] = "127.0.0.1",
+) -> None:
+    """Run a whole network here: orderer, peers, a load generator and the live dashboard, until Ctrl-C.
+
+    Creates the network in --dir first when that directory holds none (see `rumor network init`); run again on
+    the same directory to resume its ledgers. Prints "Dashboard: http://127.0.0.1:PORT/" when the network is up;
+    logs of each node go to DIR/logs/. Ctrl-C (or --duration) stops every node cleanly.
+
+    Example: rumor network up --orgs 2 --peers-per-org 4 --rate 2 --dir ./rumor-network
+    """
+    _quiet_grpc()
+    from rumor.netup import UpOptions, run_up
+
+    level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
+    as_json = any(isinstance(h.formatter, JSONFormatter) for h in logging.getLogger().handlers)
+    options = UpOptions(
+        dir=directory,
+        orgs=orgs,
+        peers_per_org=peers_per_org,
+        channel=channel,
+        base_port=base_port,
+        rate=rate,
+        duration=duration,
+        dashboard_port=dashboard_port,
+        dashboard_host=dashboard_host,
+        log_level=level if level in {lv.value for lv in LogLevel} else "info",
+        log_format="json" if as_json else "text",
+    )
+    code = run_up(options)
+    if code:
+        raise typer.Exit(code)
+
+
+_PEER_HELP = "Operations address HOST:PORT of a peer; with --network, a peer ID of that network."
+_NETWORK_HELP = "Network directory (as `rumor network init` writes it)."
+
+
+def _status_of(peer: str | None, network: Path | None) -> dict[str, Any]:
+    from rumor.ops.views import ViewError, fetch_status, resolve_targets
+
+    try:
+        return fetch_status(resolve_targets(peer, network)[0])
+    except ViewError as exc:
+        fail(str(exc), EXIT_FAILURE if "cannot reach" in str(exc) else EXIT_USAGE)
+
+
+@app.command()
+def status(
+    peer: Annotated[str | None, typer.Option("--peer", "-p", help=_PEER_HELP)] = None,
+    network: Annotated[Path | None, typer.Option(help=_NETWORK_HELP)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status JSON as the peer serves it.")] = False,
+) -> None:
+    """Show a running peer's view: identity, channels with heights and leaders, membership, traffic, events.
+
+    Asks the peer's operations endpoint (GET /api/status).
+
+    Example: rumor status --peer 127.0.0.1:7151
+    """
+    data = _status_of(peer, network)
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    from rumor.ops.views import render_status
+
+    render_status(data, Console())
+
+
+@app.command()
+def peers(
+    peer: Annotated[str | None, typer.Option("--peer", "-p", help=_PEER_HELP)] = None,
+    network: Annotated[Path | None, typer.Option(help=_NETWORK_HELP)] = None,
+) -> None:
+    """List peers: the membership a peer sees (--peer), or every peer of a network directory and its state.
+
+    Example: rumor peers --network ./rumor-network     (or: rumor peers --peer 127.0.0.1:7151)
+    """
+    from rumor.ops.views import ViewError, render_membership, render_network, resolve_targets
+
+    if network is not None and peer is None:
+        try:
+            targets = resolve_targets(None, network)
+        except ViewError as exc:
+            fail(str(exc))
+        down = render_network(targets, Console())
+        if down:
+            print(f"{_count(down, 'peer')} of {len(targets)} not answering")
+        return
+    render_membership(_status_of(peer, network), Console())
+
+
+@channel_app.command("list")
+def channel_list(
+    peer: Annotated[str | None, typer.Option("--peer", "-p", help=_PEER_HELP)] = None,
+    network: Annotated[Path | None, typer.Option(help=_NETWORK_HELP)] = None,
+) -> None:
+    """List the channels a running peer has joined, with its height and its org's leader on each.
+
+    Example: rumor channel list --peer 127.0.0.1:7151
+    """
+    from rumor.ops.views import render_channels
+
+    render_channels(_status_of(peer, network), Console())
+
+
+@block_app.command("get")
+def block_get(
+    number: Annotated[str, typer.Argument(help="Block number, or 'last' (newest), or 'first'.")],
+    channel: Annotated[str, typer.Option("--channel", "-C", help="Channel of the block.")],
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="core.yaml of the peer whose ledger to read.")
+    ] = None,
+    network: Annotated[Path | None, typer.Option(help=_NETWORK_HELP)] = None,
+    peer: Annotated[
+        str | None, typer.Option("--peer", "-p", help="With --network: the peer ID (default: the first).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the block's description as JSON.")] = False,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Also write the raw block to this file.")
+    ] = None,
+) -> None:
+    """Show a block of a peer's ledger: header, hashes and envelopes (the peer may be running).
+
+    Example: rumor block get last -C mychannel --network ./rumor-network --peer peer1.org2.example.com
+    """
+    from rumor.ops.views import ViewError, describe_block, ledger_path, read_ledger, render_block
+
+    try:
+        name, path = ledger_path(config, network, peer)
+        ledger = read_ledger(path)
+    except ViewError as exc:
+        fail(str(exc))
+    try:
+        height = ledger.height(channel)
+        if height == 0:
+            fail(f"{name} has no channel {channel} (channels: {', '.join(ledger.channels()) or 'none'})")
+        if number in ("last", "newest"):
+            wanted = height - 1
+        elif number in ("first", "oldest"):
+            wanted = 0
+        elif number.isdigit():
+            wanted = int(number)
+        else:
+            fail(f"block number {number!r}: expected a number, 'first' or 'last'")
+        raw = ledger.get_block(channel, wanted)
+    finally:
+        ledger.close()
+    if raw is None:
+        fail(f"{name}: channel {channel} has blocks 0..{height - 1}; no block {wanted}")
+    if output is not None:
+        try:
+            output.write_bytes(raw)
+        except OSError as exc:
+            fail(f"--output {output}: {exc.strerror or exc}")
+    info = describe_block(raw)
+    if as_json:
+        print(json.dumps(info, indent=2))
+    else:
+        render_block(info, Console())
+    if output is not None:
+        print(f"wrote block {wanted} ({len(raw)} bytes) to {output}")
+
+
+@app.command()
+def sim(
+    scenario: Annotated[Path | None, typer.Argument(help="Scenario YAML file (see rumor.sim.scenario).")] = None,
+    preset: Annotated[str | None, typer.Option(help="Named scenario: sim-100 (default) or sim-1000.")] = None,
+    peers: Annotated[int | None, typer.Option(min=2, help="Number of peers.")] = None,
+    orgs: Annotated[int | None, typer.Option(min=1, help="Organizations (peer0 of each leads it).")] = None,
+    blocks: Annotated[int | None, typer.Option(min=1, help="Blocks cut by the ordering service.")] = None,
+    block_size: Annotated[str | None, typer.Option(help="Payload of each block, e.g. 100KB.")] = None,
+    block_interval: Annotated[str | None, typer.Option(help="Time between blocks, e.g. 1s.")] = None,
+    latency: Annotated[str | None, typer.Option(help="One-way link latency, e.g. 25ms±10% (or 25ms+-10%).")] = None,
+    bandwidth: Annotated[str | None, typer.Option(help="Uplink of each peer, e.g. 100Mbit (0: unlimited).")] = None,
+    loss: Annotated[float | None, typer.Option(min=0.0, max=0.99, help="Share of messages lost.")] = None,
+    mode: Annotated[str | None, typer.Option(help="Dissemination: fabric, enhanced or both.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of every random choice.")] = None,
+    crypto: Annotated[str | None, typer.Option(help="cheap (default) or x509 (real ECDSA; slow).")] = None,
+    warmup: Annotated[str | None, typer.Option(help="Time before the first block, or auto.")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the figures as JSON to this file.")] = None,
+    plots: Annotated[Path | None, typer.Option(help="Directory for the PNG plots.")] = Path("sim-results"),
+    no_plots: Annotated[bool, typer.Option("--no-plots", help="Write no plots.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines on stderr.")] = False,
+) -> None:
+    """Simulate N peers running rumor's protocol core on a modelled network and print figures 1-4.
+
+    Example: rumor sim --peers 100 --blocks 100 --block-size 100KB --latency 25ms±10% --bandwidth 100Mbit
+    --mode both --seed 1 --json sim.json
+    """
+    from rumor.sim.command import build_scenario, run_sim
+    from rumor.sim.scenario import ScenarioError
+
+    flags = {
+        "peers": peers,
+        "orgs": orgs,
+        "blocks": blocks,
+        "block_size": block_size,
+        "block_interval": block_interval,
+        "latency": latency,
+        "bandwidth": bandwidth,
+        "loss": loss,
+        "mode": mode,
+        "seed": seed,
+        "crypto": crypto,
+        "warmup": warmup,
+    }
+    try:
+        chosen = build_scenario(scenario, preset, flags)
+        run_sim(chosen, json_path=json_path, plots_dir=None if no_plots else plots, quiet=quiet)
+    except ScenarioError as exc:
+        fail(str(exc))
 
 
 def _count(n: int, noun: str) -> str:

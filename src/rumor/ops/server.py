@@ -5,6 +5,8 @@
     GET  /api/status  the peer's view as JSON (identity, channels, heights, leader, membership)
     GET  /logspec     the current log specification
     PUT  /logspec     {"spec": "debug"} or {"spec": "rumor.comm=debug:info"} changes log levels at run time
+    GET  /            the live dashboard of this peer's view (membership graph, heights, traffic, events),
+                      fed over the WebSocket GET /ws; GET /api/dashboard is one snapshot of it as JSON
 
 The log specification follows Fabric's: colon-separated terms, each either a
 level (the default for every rumor logger) or ``logger[,logger]=level``.
@@ -18,6 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
+from rumor.ops.dashboard import Dashboard
 from rumor.ops.metrics import PeerMetrics
 
 StatusProvider = Callable[[], Mapping[str, Any]]
@@ -82,6 +85,9 @@ class OperationsServer:
         status: StatusProvider,
         metrics: PeerMetrics,
         health_checks: Mapping[str, HealthCheck] | None = None,
+        *,
+        dashboard: bool = True,
+        dashboard_interval: float = 1.0,
     ) -> None:
         host, _, port = listen_address.rpartition(":")
         self.host = host or "127.0.0.1"
@@ -101,6 +107,17 @@ class OperationsServer:
                 web.put("/logspec", self._put_logspec),
             ]
         )
+        self.dashboard: Dashboard | None = None
+        if dashboard:
+            # The peer's own view; it polls only while a page is open.
+            self.dashboard = Dashboard(
+                self._own_status,
+                view="peer",
+                title="rumor peer",
+                interval=dashboard_interval,
+                only_when_watched=True,
+            )
+            self.dashboard.add_routes(self.app)
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -114,11 +131,21 @@ class OperationsServer:
         site = web.TCPSite(self._runner, self.host, self.requested_port)
         await site.start()
         self.port = self._runner.addresses[0][1]
+        if self.dashboard is not None:
+            self.dashboard.start()
 
     async def stop(self) -> None:
+        if self.dashboard is not None:
+            await self.dashboard.stop()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    async def _own_status(self) -> dict[str, Mapping[str, Any] | None]:
+        status = dict(self.status())
+        if self.dashboard is not None and status.get("peer_id"):
+            self.dashboard.model.title = f"peer {status['peer_id']}"
+        return {str(status.get("peer_id") or "self"): status}
 
     async def _healthz(self, _request: web.Request) -> web.Response:
         failed = []

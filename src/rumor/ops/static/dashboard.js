@@ -1,0 +1,448 @@
+// rumor dashboard: renders the snapshots a rumor process broadcasts over /ws.
+// Plain JavaScript and SVG, no build step and no library. Two views share this page:
+//   "network" (rumor network up): every peer polled, buttons to stop/start peers and pause the load;
+//   "peer" (a peer's operations endpoint): that peer's own view of the membership.
+"use strict";
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+const ORG_COLORS = ["#3b7dd8", "#d9822b", "#2e9d8f", "#9b59b6", "#c0392b", "#7f8c2d", "#d35d9b", "#5d6d7e"];
+const MAX_EVENTS = 300;
+const TRAFFIC_POINTS = 600;
+const TRAFFIC_WINDOW = 120; // seconds shown
+
+const state = {
+  snapshot: null,
+  events: [],
+  eventKeys: new Set(),
+  orgColors: new Map(),
+  channel: null,
+  traffic: [],
+  pending: new Set(),
+};
+
+function $(id) { return document.getElementById(id); }
+
+function el(tag, attrs = {}, text) {
+  const node = tag.startsWith("svg:") ? document.createElementNS(SVG_NS, tag.slice(4)) : document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v !== undefined && v !== null && v !== false) node.setAttribute(k, v);
+  }
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function orgColor(org) {
+  if (!state.orgColors.has(org)) state.orgColors.set(org, ORG_COLORS[state.orgColors.size % ORG_COLORS.length]);
+  return state.orgColors.get(org);
+}
+
+function shortName(id) {
+  // peer0.org1.example.com -> peer0.org1; an endpoint stays as it is
+  const parts = id.split(".");
+  return parts.length > 2 && !/^\d+$/.test(parts[0]) ? parts.slice(0, 2).join(".") : id;
+}
+
+function fmtRate(x) {
+  if (x === undefined || x === null) return "–";
+  if (x >= 1e6) return (x / 1e6).toFixed(1) + "M";
+  if (x >= 1e3) return (x / 1e3).toFixed(1) + "k";
+  return x.toFixed(x < 10 ? 1 : 0);
+}
+
+function fmtTime(t) {
+  const d = new Date(t * 1000);
+  return d.toLocaleTimeString([], { hour12: false }) + "." + String(d.getMilliseconds()).padStart(3, "0").slice(0, 1);
+}
+
+// --- the WebSocket -----------------------------------------------------------------------------
+
+function connect() {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const base = location.pathname.replace(/[^/]*$/, "");
+  const ws = new WebSocket(`${scheme}://${location.host}${base}ws`);
+  ws.onopen = () => setConn("live", "live");
+  ws.onmessage = (msg) => {
+    const data = JSON.parse(msg.data);
+    if (data.type === "snapshot") onSnapshot(data);
+    else if (data.type === "events") onEvents(data.events);
+  };
+  ws.onclose = () => {
+    setConn("connecting", "reconnecting…");
+    setTimeout(connect, 1000);
+  };
+}
+
+function setConn(cls, text) {
+  const c = $("conn");
+  c.className = "conn " + cls;
+  c.textContent = text;
+}
+
+function onSnapshot(snap) {
+  state.snapshot = snap;
+  document.body.dataset.view = snap.view;
+  $("title").textContent = snap.view === "network" ? `${snap.title} · network view` : `${snap.title} · its view`;
+  if (!state.channel || !snap.channels.includes(state.channel)) state.channel = snap.channels[0] || null;
+  let msgs = 0, bytes = 0;
+  for (const n of snap.nodes) {
+    if (n.rates) { msgs += n.rates.msg_out || 0; bytes += n.rates.bytes_out || 0; }
+  }
+  state.traffic.push({ t: snap.time, msgs, bytes });
+  while (state.traffic.length > TRAFFIC_POINTS) state.traffic.shift();
+  renderLoad(snap);
+  renderGraph(snap);
+  renderPeers(snap);
+  renderLatency(snap);
+  $("traffic-hint").textContent = snap.view === "network" ? "all peers, last 2 min" : "this peer, last 2 min";
+  renderTraffic();
+}
+
+function onEvents(events) {
+  for (const e of events) {
+    const key = `${e.time}|${e.event}|${e.text}`;
+    if (state.eventKeys.has(key)) continue;
+    state.eventKeys.add(key);
+    state.events.push(e);
+  }
+  state.events.sort((a, b) => a.time - b.time);
+  while (state.events.length > MAX_EVENTS) state.events.shift();
+  renderEvents();
+}
+
+// --- header: the load generator ----------------------------------------------------------------
+
+function renderLoad(snap) {
+  const box = $("load");
+  if (!snap.load) { box.hidden = true; return; }
+  box.hidden = false;
+  const l = snap.load;
+  let text = l.rate > 0 ? `load ${l.rate} block/s · ${l.blocks} blocks submitted` : "no load generator (--rate 0)";
+  if (l.error) text += ` · ${l.error}`;
+  $("load-text").textContent = text;
+  const button = $("load-toggle");
+  button.hidden = !(l.rate > 0);
+  button.textContent = l.paused ? "Resume load" : "Pause load";
+  button.dataset.paused = l.paused ? "1" : "0";
+}
+
+$("load-toggle").addEventListener("click", async (ev) => {
+  const button = ev.currentTarget;
+  button.disabled = true;
+  try {
+    await fetch(`api/load/${button.dataset.paused === "1" ? "resume" : "pause"}`, { method: "POST" });
+  } finally {
+    button.disabled = false;
+  }
+});
+
+// --- the membership graph ----------------------------------------------------------------------
+
+function layout(nodes) {
+  // Nodes on a circle, grouped by org, one empty slot between orgs.
+  const W = 640, H = 460, cx = W / 2, cy = H / 2 + 6, r = Math.min(W, H) / 2 - 70;
+  const orgs = [...new Set(nodes.map((n) => n.org))];
+  const slots = nodes.length + (orgs.length > 1 ? orgs.length : 0);
+  const pos = new Map();
+  let slot = 0, prevOrg = null;
+  const orgAngles = new Map();
+  for (const n of nodes) {
+    if (prevOrg !== null && n.org !== prevOrg && orgs.length > 1) slot += 1;
+    prevOrg = n.org;
+    const a = -Math.PI / 2 + (2 * Math.PI * slot) / Math.max(slots, 1);
+    pos.set(n.key, { x: cx + r * Math.cos(a), y: cy + r * Math.sin(a), a });
+    if (!orgAngles.has(n.org)) orgAngles.set(n.org, []);
+    orgAngles.get(n.org).push(a);
+    slot += 1;
+  }
+  return { pos, orgAngles, cx, cy, r };
+}
+
+function renderGraph(snap) {
+  const svg = $("graph");
+  svg.replaceChildren();
+  const nodes = snap.nodes;
+  const { pos, orgAngles, cx, cy, r } = layout(nodes);
+  $("graph-hint").textContent = snap.view === "network"
+    ? "every peer polled; ★ leads its org; edges are open connections"
+    : "as this peer sees it (bold outline); edges are its open connections";
+
+  for (const [org, angles] of orgAngles) {
+    const a = angles.reduce((s, x) => s + x, 0) / angles.length;
+    const t = el("svg:text", {
+      class: "org-label", x: cx + (r + 48) * Math.cos(a), y: cy + (r + 48) * Math.sin(a),
+      "text-anchor": "middle", fill: orgColor(org),
+    }, org || "?");
+    svg.appendChild(t);
+  }
+  for (const [a, b] of snap.edges) {
+    const p = pos.get(a), q = pos.get(b);
+    if (!p || !q) continue;
+    svg.appendChild(el("svg:line", { class: "edge", x1: p.x, y1: p.y, x2: q.x, y2: q.y }));
+  }
+  for (const n of nodes) {
+    const p = pos.get(n.key);
+    const leader = n.leader.length > 0;
+    const cls = ["node", n.state, n.observed && snap.view === "peer" ? "self" : "", leader ? "leader" : ""];
+    const g = el("svg:g", {
+      class: cls.filter(Boolean).join(" "), "data-peer": n.id, "data-state": n.state,
+      "data-leader": leader ? "1" : "0", transform: `translate(${p.x},${p.y})`,
+    });
+    const tip = [`${n.id} (${n.org})`, n.endpoint, n.state === "dead" ? `dead: ${n.reason || ""}` : "alive"];
+    if (leader) tip.push(`leader of ${n.org} on ${n.leader.join(", ")}`);
+    if (n.dead_votes) tip.push(`declared dead by ${n.dead_votes} peer(s)`);
+    g.appendChild(el("svg:title", {}, tip.join("\n")));
+    if (leader) g.appendChild(el("svg:circle", { class: "ring", r: 22 }));
+    g.appendChild(el("svg:circle", { class: "body", r: 17, fill: orgColor(n.org) }));
+    if (n.state === "dead") {
+      g.appendChild(el("svg:path", { class: "cross", d: "M-8,-8 L8,8 M8,-8 L-8,8" }));
+    }
+    if (leader) g.appendChild(el("svg:text", { class: "crown", x: 13, y: -15 }, "★"));
+    const outward = Math.cos(p.a) < -0.3 ? "end" : Math.cos(p.a) > 0.3 ? "start" : "middle";
+    const lx = 30 * Math.cos(p.a), up = Math.sin(p.a) < -0.3;
+    const ly = 30 * Math.sin(p.a) + (up ? -10 : 4);
+    g.appendChild(el("svg:text", { class: "label", x: lx, y: ly, "text-anchor": outward }, shortName(n.id)));
+    const h = state.channel && n.heights ? n.heights[state.channel] : undefined;
+    const second = h !== undefined ? `height ${h}` : n.state === "dead" ? n.reason || "dead" : "";
+    if (second) {
+      g.appendChild(el("svg:text", { class: "label sub", x: lx, y: ly + 13, "text-anchor": outward }, second));
+    }
+    svg.appendChild(g);
+  }
+
+  const legend = $("legend");
+  legend.replaceChildren();
+  for (const org of orgAngles.keys()) {
+    const item = el("span");
+    item.appendChild(el("span", { class: "swatch", style: `background:${orgColor(org)}` }));
+    item.appendChild(document.createTextNode(org));
+    legend.appendChild(item);
+  }
+  const alive = nodes.filter((n) => n.state === "alive").length;
+  legend.appendChild(el("span", {}, `${alive}/${nodes.length} alive · ★ org leader · ✕ dead`));
+}
+
+// --- the peers table ---------------------------------------------------------------------------
+
+// The table is updated in place, row by row and cell by cell: a button that was replaced between the press
+// and the release of the mouse would swallow the click.
+const rows = new Map(); // peer id -> {tr, cells}
+let tableColumns = "";
+
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
+}
+
+function setAttr(node, name, value) {
+  if (value === null || value === undefined || value === false) {
+    if (node.hasAttribute(name)) node.removeAttribute(name);
+  } else if (node.getAttribute(name) !== String(value)) {
+    node.setAttribute(name, value);
+  }
+}
+
+function newRow(snap) {
+  const tr = el("tr");
+  const cells = {};
+  const add = (key, attrs = {}) => { cells[key] = el("td", attrs); tr.appendChild(cells[key]); return cells[key]; };
+  add("state").appendChild(el("span", { class: "dot" }));
+  add("name");
+  const org = add("org");
+  org.appendChild(el("span", { class: "org-chip" }));
+  org.appendChild(el("span", { class: "org-name" }));
+  add("leads");
+  for (const c of snap.channels) {
+    const td = add(`h:${c}`, { class: "num height", "data-channel": c });
+    td.appendChild(el("span", { class: "value" }));
+    td.appendChild(el("span", { class: "bar" }));
+  }
+  for (const k of ["msg_out", "msg_in", "bytes_out", "bytes_in", "conns"]) add(k, { class: "num" });
+  if (snap.controllable) {
+    add("process");
+    add("action").appendChild(el("button", { type: "button" }));
+  }
+  return { tr, cells };
+}
+
+function renderPeers(snap) {
+  const cols = ["", "peer", "org", "leads", ...snap.channels.map((c) => `height ${c}`),
+    "msg/s out", "msg/s in", "bytes/s out", "bytes/s in", "conns"];
+  if (snap.controllable) cols.push("process", "");
+  const body = $("peers-body");
+  if (cols.join("|") !== tableColumns) {
+    tableColumns = cols.join("|");
+    $("peers-head").replaceChildren(...cols.map((c) => el("th", {}, c)));
+    body.replaceChildren();
+    rows.clear();
+  }
+  const maxHeight = {};
+  for (const c of snap.channels) maxHeight[c] = Math.max(1, ...snap.nodes.map((n) => (n.heights || {})[c] || 0));
+  const shown = snap.nodes.filter((n) => !(snap.view === "network" && !n.observed));
+  const ids = new Set(shown.map((n) => n.id));
+  for (const [id, row] of rows) {
+    if (!ids.has(id)) { row.tr.remove(); rows.delete(id); }
+  }
+  shown.forEach((n, index) => {
+    let row = rows.get(n.id);
+    if (!row) { row = newRow(snap); rows.set(n.id, row); }
+    const { tr, cells } = row;
+    if (body.children[index] !== tr) body.insertBefore(tr, body.children[index] || null);
+    setAttr(tr, "class", n.state);
+    setAttr(tr, "data-peer", n.id);
+    setAttr(tr, "data-state", n.state);
+    const dot = cells.state.firstChild;
+    setAttr(dot, "class", `dot ${n.state}`);
+    setAttr(dot, "title", n.state === "dead" ? n.reason : "alive");
+    setText(cells.name, n.id);
+    setAttr(cells.name, "title", n.endpoint);
+    setAttr(cells.org.firstChild, "style", `background:${orgColor(n.org)}`);
+    setText(cells.org.lastChild, n.org);
+    setAttr(cells.leads, "class", n.leader.length ? "leader-badge" : null);
+    setText(cells.leads, n.leader.length ? "★ " + n.leader.join(", ") : "");
+    for (const c of snap.channels) {
+      const td = cells[`h:${c}`];
+      const h = (n.heights || {})[c];
+      setText(td.firstChild, h === undefined ? "–" : String(h));
+      setAttr(td.lastChild, "style", h === undefined ? "display:none" : `width:${Math.round((60 * h) / maxHeight[c])}px`);
+    }
+    const rates = n.rates || {};
+    for (const k of ["msg_out", "msg_in", "bytes_out", "bytes_in"]) {
+      setText(cells[k], n.state === "alive" ? fmtRate(rates[k]) : "–");
+    }
+    setText(cells.conns, n.connections === undefined ? "–" : String(n.connections));
+    if (snap.controllable) {
+      setText(cells.process, n.process || "");
+      const b = cells.action.firstChild;
+      const running = n.process === "running" || n.process === "starting";
+      const action = running ? "stop" : "start";
+      setAttr(b, "class", action);
+      setAttr(b, "data-action", action);
+      setAttr(b, "data-peer", n.control_id);
+      setText(b, running ? "Stop" : "Start");
+      b.hidden = !n.control_id;
+      b.disabled = state.pending.has(n.control_id) || n.process === "starting" || n.process === "stopping";
+    }
+  });
+}
+
+$("peers-body").addEventListener("click", (ev) => {
+  const b = ev.target.closest("button[data-action]");
+  if (b && !b.disabled) peerAction(b.dataset.peer, b.dataset.action);
+});
+
+async function peerAction(name, action) {
+  state.pending.add(name);
+  if (state.snapshot) renderPeers(state.snapshot);
+  try {
+    const resp = await fetch(`api/peers/${encodeURIComponent(name)}/${action}`, { method: "POST" });
+    if (!resp.ok) {
+      const body = await resp.json().catch(() => ({}));
+      onEvents([{ time: Date.now() / 1000, event: "error", text: body.error || `${action} ${name}: HTTP ${resp.status}` }]);
+    }
+  } finally {
+    state.pending.delete(name);
+  }
+}
+
+// --- block propagation latency -----------------------------------------------------------------
+
+function renderLatency(snap) {
+  const controls = $("latency-controls");
+  if (snap.channels.length > 1 && controls.childElementCount === 0) {
+    const select = el("select", { id: "latency-channel" });
+    for (const c of snap.channels) select.appendChild(el("option", { value: c }, c));
+    select.addEventListener("change", () => { state.channel = select.value; renderLatency(state.snapshot); });
+    controls.appendChild(select);
+  }
+  const svg = $("latency");
+  svg.replaceChildren();
+  const info = state.channel ? snap.latency[state.channel] : null;
+  const samples = info ? info.samples_ms : [];
+  const text = $("latency-text");
+  const W = 420, H = 190, left = 30, bottom = 22, top = 8;
+  svg.appendChild(el("svg:line", { class: "axis", x1: left, y1: H - bottom, x2: W - 5, y2: H - bottom }));
+  if (snap.view === "peer") {
+    svg.appendChild(el("svg:text", { x: W / 2, y: H / 2, "text-anchor": "middle" }, "needs the network view"));
+    text.textContent = "A single peer sees only its own ledger: the time for a block to reach every peer is " +
+      "measured by the dashboard of rumor network up, which polls them all.";
+    return;
+  }
+  if (!samples.length) {
+    svg.appendChild(el("svg:text", { x: W / 2, y: H / 2, "text-anchor": "middle" }, "no block measured yet"));
+    text.textContent = `Blocks that appear from now on are measured, at the poll interval (${snap.poll_interval_ms} ms).`;
+    return;
+  }
+  const width = info.exact ? 50 : Math.max(50, snap.poll_interval_ms);
+  const maxBuckets = 16;
+  const counts = new Array(maxBuckets).fill(0);
+  // A sample is a whole number of polls (with jitter): bucket k is "about k poll intervals".
+  for (const s of samples) counts[Math.min(maxBuckets - 1, Math.round(s / width))] += 1;
+  let last = maxBuckets - 1;
+  while (last > 2 && counts[last] === 0) last -= 1;
+  const n = last + 1;
+  const peak = Math.max(...counts);
+  const bw = (W - left - 10) / n;
+  for (let i = 0; i < n; i++) {
+    const h = ((H - bottom - top) * counts[i]) / peak;
+    const x = left + i * bw;
+    svg.appendChild(el("svg:rect", { class: "bar-rect", x: x + 2, y: H - bottom - h, width: bw - 4, height: h },
+    ));
+    if (counts[i]) svg.appendChild(el("svg:text", { x: x + bw / 2, y: H - bottom - h - 2, "text-anchor": "middle" }, String(counts[i])));
+    const label = i === 0 ? `<${width / 1000}` : i === maxBuckets - 1 ? `≥${(i * width) / 1000}` : `~${(i * width) / 1000}`;
+    if (n <= 8 || i % 2 === 0 || i === n - 1) {
+      svg.appendChild(el("svg:text", { x: x + bw / 2, y: H - 8, "text-anchor": "middle" }, label));
+    }
+  }
+  svg.appendChild(el("svg:text", { x: 2, y: H - 8 }, "s"));
+  const sorted = [...samples].sort((a, b) => a - b);
+  const q = (p) => sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] / 1000;
+  text.textContent = `${samples.length} recent blocks on ${state.channel}: median ${q(0.5).toFixed(1)} s, ` +
+    `p90 ${q(0.9).toFixed(1)} s, max ${(sorted[sorted.length - 1] / 1000).toFixed(1)} s` +
+    (info.incomplete ? `, ${info.incomplete} never reached every peer` : "") +
+    (info.exact
+      ? ". From the peers' own commit timestamps: last commit minus first."
+      : `. Resolution: the poll interval (${snap.poll_interval_ms} ms): from the first poll that saw a peer ` +
+        `holding the block to the first that saw every reachable peer holding it; "<${width / 1000}" means ` +
+        "within one poll.");
+}
+
+// --- traffic over time -------------------------------------------------------------------------
+
+function renderTraffic() {
+  const svg = $("traffic");
+  svg.replaceChildren();
+  const W = 420, H = 110, left = 4, bottom = 14;
+  svg.appendChild(el("svg:line", { class: "axis", x1: left, y1: H - bottom, x2: W, y2: H - bottom }));
+  const pts = state.traffic;
+  if (pts.length < 2) return;
+  const maxMsgs = Math.max(1, ...pts.map((p) => p.msgs));
+  const maxBytes = Math.max(1, ...pts.map((p) => p.bytes));
+  const newest = pts[pts.length - 1].t;
+  const x = (t) => W - ((W - left) * (newest - t)) / TRAFFIC_WINDOW;
+  const y = (v, max) => H - bottom - ((H - bottom - 6) * v) / max;
+  const line = (key, max) => pts.filter((p) => newest - p.t <= TRAFFIC_WINDOW)
+    .map((p, i) => `${i ? "L" : "M"}${x(p.t).toFixed(1)},${y(p[key], max).toFixed(1)}`).join(" ");
+  svg.appendChild(el("svg:text", { x: left, y: H - 2 }, `-${TRAFFIC_WINDOW}s`));
+  svg.appendChild(el("svg:text", { x: W - 2, y: H - 2, "text-anchor": "end" }, "now"));
+  svg.appendChild(el("svg:path", { class: "msgs", d: line("msgs", maxMsgs) }));
+  svg.appendChild(el("svg:path", { class: "bytes", d: line("bytes", maxBytes) }));
+  const now = pts[pts.length - 1];
+  $("traffic-text").textContent = `now ${fmtRate(now.msgs)} messages/s (solid, peak ${fmtRate(maxMsgs)}) and ` +
+    `${fmtRate(now.bytes)} bytes/s (dashed, peak ${fmtRate(maxBytes)}) sent${state.snapshot && state.snapshot.view === "peer" ? " by this peer" : " by all peers; per peer in the table"}.`;
+}
+
+// --- the event log -----------------------------------------------------------------------------
+
+function renderEvents() {
+  const list = $("events");
+  list.replaceChildren();
+  for (let i = state.events.length - 1; i >= 0; i--) {
+    const e = state.events[i];
+    const li = el("li", { "data-event": e.event });
+    li.appendChild(el("span", { class: "time" }, fmtTime(e.time)));
+    li.appendChild(el("span", { class: `kind ${e.event}` }, e.event.replace(/_/g, " ")));
+    li.appendChild(document.createTextNode(e.text || ""));
+    list.appendChild(li);
+  }
+}
+
+connect();
