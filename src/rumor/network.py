@@ -3,25 +3,39 @@
     DIR/crypto/                    crypto material in cryptogen's layout
     DIR/orderer/orderer.yaml       the ordering service (port P)
     DIR/peers/<peer id>/core.yaml  one per peer: gossip port P+1+k, operations port P+101+k
-    DIR/channels/<channel>.block   the channel's genesis block (every org a member)
+    DIR/channels/<channel>.block   the channel's genesis block (every org a member, unless ``channel_orgs``)
     DIR/network.yaml               what was generated, read back by ``network up`` and the clients
 
 Every peer runs leader election (``useLeaderElection: true``, ``orgLeader: false``),
 bootstraps from the first peer of its org, and advertises an external endpoint;
 the first peer of each org is its org's anchor peer. Paths inside the YAML files
 are relative to the file, so the directory can be moved as a whole.
+
+``gossip_overrides`` replaces keys of every peer's ``peer.gossip`` section, by their
+core.yaml names (``{"election.startupGracePeriod": "2s", "pullInterval": "1s"}``): the
+tests use it to shorten Fabric's timings, which are made for networks that live for months.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
 
 from rumor import channelconfig
-from rumor.config import Config, GossipConfig, OperationsConfig, PeerConfig, TLSConfig, config_to_yaml
+from rumor.config import (
+    Config,
+    ConfigError,
+    GossipConfig,
+    OperationsConfig,
+    PeerConfig,
+    TLSConfig,
+    config_to_yaml,
+    load_config,
+)
 from rumor.crypto.identity import load_signing_identity
 from rumor.crypto.material import NetworkSpec, default_spec, generate
 from rumor.orderer.config import (
@@ -58,10 +72,16 @@ class NetworkLayout:
     orderer_endpoint: str
     orderer_config: Path
     peers: tuple[PeerEntry, ...]
+    channel_orgs: tuple[str, ...] = ()
+    """MSP IDs of the channel's member orgs; empty when every org is a member."""
 
     @property
     def genesis(self) -> Path:
         return self.root / "channels" / f"{self.channel}.block"
+
+    def in_channel(self, peer: PeerEntry) -> bool:
+        """Whether ``peer``'s org is a member of the channel (and so may join it)."""
+        return not self.channel_orgs or peer.org in self.channel_orgs
 
 
 def _rel(path: Path, start: Path) -> str:
@@ -77,15 +97,30 @@ def init_network(
     base_port: int = DEFAULT_BASE_PORT,
     tls: bool = True,
     batch_timeout: float = 0.5,
+    max_message_count: int | None = None,
     spec: NetworkSpec | None = None,
+    channel_orgs: Sequence[str] | None = None,
+    gossip_overrides: Mapping[str, object] | None = None,
 ) -> NetworkLayout:
-    """Write a complete network under ``out`` (which must be empty or absent)."""
+    """Write a complete network under ``out`` (which must be empty or absent).
+
+    ``max_message_count`` caps the envelopes per block (the orderer's default otherwise);
+    ``channel_orgs`` names the MSP IDs of the channel's member orgs (default: all; the
+    peers of the others get a core.yaml but may not join); ``gossip_overrides`` see above.
+    """
     out = Path(out).resolve()
     if out.exists() and any(out.iterdir()):
         raise NetworkInitError(f"{out} is not empty; choose an empty directory (or remove it)")
     if not 1 <= base_port <= 65535 - 200:
         raise NetworkInitError(f"--base-port {base_port}: expected a port between 1 and 65335")
     spec = spec or default_spec(orgs, peers_per_org)
+    all_mspids = [o.mspid for o in spec.peer_orgs]
+    members = tuple(channel_orgs) if channel_orgs is not None else ()
+    unknown = sorted(set(members) - set(all_mspids))
+    if unknown:
+        raise NetworkInitError(f"channel_orgs: no org {', '.join(unknown)} (orgs: {', '.join(all_mspids)})")
+    if channel_orgs is not None and not members:
+        raise NetworkInitError("channel_orgs: a channel needs at least one member org")
     crypto = out / "crypto"
     material = generate(spec, crypto)
     del material
@@ -107,7 +142,8 @@ def init_network(
     for org in spec.peer_orgs:
         org_msp = crypto / "peerOrganizations" / org.domain / "msp"
         first = f"127.0.0.1:{base_port + 1 + k}"
-        org_configs.append(channelconfig.org_config(org.mspid, org_msp, anchor_peers=[first]))
+        if not members or org.mspid in members:
+            org_configs.append(channelconfig.org_config(org.mspid, org_msp, anchor_peers=[first]))
         for name in org.peers:
             host = f"{name}.{org.domain}"
             peer_dir = out / "peers" / host
@@ -144,15 +180,20 @@ def init_network(
             )
             config_path = peer_dir / "core.yaml"
             config_path.write_text(config_to_yaml(config, header=f"rumor peer {host} of {org.mspid}"))
+            if gossip_overrides:
+                apply_gossip_overrides(config_path, gossip_overrides)
             peers.append(PeerEntry(host, org.mspid, endpoint, operations, config_path))
             k += 1
 
     orderer_cfg = channelconfig.orderer_org_config(
         orderer_org.mspid, crypto / "ordererOrganizations" / orderer_org.domain / "msp", [orderer_endpoint]
     )
-    config_msg = channelconfig.channel_config(
-        channel, org_configs, [orderer_cfg], channelconfig.batch_config(batch_timeout=batch_timeout)
+    batch = (
+        channelconfig.batch_config(batch_timeout=batch_timeout)
+        if max_message_count is None
+        else channelconfig.batch_config(batch_timeout=batch_timeout, max_message_count=max_message_count)
     )
+    config_msg = channelconfig.channel_config(channel, org_configs, [orderer_cfg], batch)
     signer = load_signing_identity(orderer_dir / "msp", orderer_org.mspid)
     genesis = channelconfig.genesis_block(config_msg, signer)
     block_path = out / "channels" / f"{channel}.block"
@@ -179,8 +220,8 @@ def init_network(
     orderer_config_path = orderer_home / "orderer.yaml"
     orderer_config_path.write_text(orderer_config_to_yaml(orderer_config, header="rumor ordering service"))
 
-    layout = NetworkLayout(out, channel, orderer_endpoint, orderer_config_path, tuple(peers))
-    manifest = {
+    layout = NetworkLayout(out, channel, orderer_endpoint, orderer_config_path, tuple(peers), members)
+    manifest: dict[str, object] = {
         "channel": channel,
         "orderer": {"endpoint": orderer_endpoint, "config": _rel(orderer_config_path, out)},
         "peers": [
@@ -194,8 +235,35 @@ def init_network(
             for p in peers
         ],
     }
+    if members:
+        manifest["channel_orgs"] = list(members)
     (out / MANIFEST).write_text(yaml.safe_dump(manifest, sort_keys=False))
     return layout
+
+
+def apply_gossip_overrides(core_yaml: Path, overrides: Mapping[str, object]) -> None:
+    """Replace keys of the ``peer.gossip`` section of ``core_yaml`` in place, by core.yaml name (dotted for
+    ``election``, ``state``, ``pvtData``): ``{"aliveTimeInterval": "1s"}``. The file must hold every key
+    (as ``init_network`` writes it); comment lines at its top are kept. Raises NetworkInitError for an unknown
+    key or a bad value.
+    """
+    core_yaml = Path(core_yaml)
+    text = core_yaml.read_text()
+    header = "".join(line + "\n" for line in text.splitlines() if line.startswith("#"))
+    tree = yaml.safe_load(text)
+    for key, value in overrides.items():
+        node = tree["peer"]["gossip"]
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or leaf not in node:
+            raise NetworkInitError(f"gossip override {key!r}: no such key in peer.gossip")
+        node[leaf] = value
+    core_yaml.write_text(header + yaml.safe_dump(tree, sort_keys=False, default_flow_style=False, width=1000))
+    try:
+        load_config(core_yaml, env={})
+    except ConfigError as exc:
+        raise NetworkInitError(f"gossip overrides: {exc}") from None
 
 
 def load_layout(root: Path) -> NetworkLayout:
@@ -210,7 +278,12 @@ def load_layout(root: Path) -> NetworkLayout:
             PeerEntry(p["id"], p["org"], p["endpoint"], p["operations"], root / p["config"]) for p in data["peers"]
         )
         return NetworkLayout(
-            root, data["channel"], data["orderer"]["endpoint"], root / data["orderer"]["config"], peers
+            root,
+            data["channel"],
+            data["orderer"]["endpoint"],
+            root / data["orderer"]["config"],
+            peers,
+            tuple(data.get("channel_orgs") or ()),
         )
     except (KeyError, TypeError, yaml.YAMLError) as exc:
         raise NetworkInitError(f"{path} is damaged: {exc}") from None

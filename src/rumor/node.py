@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import random
@@ -76,6 +77,12 @@ class _Subscriber:
     dropped: int = 0
 
 
+RECENT_EVENTS = frozenset(
+    {"peer_alive", "peer_dead", "leader_changed", "block_rejected", "bootstrap_refused", "channel_access_denied"}
+)
+"""Tracer events kept for ``status()["events"]`` (the rare ones an operator wants to see)."""
+
+
 class MetricsTracer:
     """Turns the core's and comm's tracer events into Prometheus metrics and a short event log."""
 
@@ -88,7 +95,7 @@ class MetricsTracer:
     def event(self, name: str, now: float, **fields: object) -> None:
         if name == "block_rejected":
             self.metrics.blocks_rejected.labels(str(fields.get("channel", ""))).inc()
-        if name in {"peer_alive", "peer_dead", "leader_changed", "block_rejected", "bootstrap_refused"}:
+        if name in RECENT_EVENTS:
             self.recent.append((time.time(), name, fields))
             del self.recent[: -self.keep]
         for listener in self.listeners:
@@ -306,11 +313,18 @@ class Peer:
         channels = {}
         for name in self.channels():
             leader = self.core.leader(name)
+            state = self.core.channels[name].state
             channels[name] = {
                 "height": self.ledger.height(name),
                 "leader": self.core.is_leader(name),
                 "leader_pki_id": leader.hex() if leader else None,
                 "peers": len(self.core.node.peers_of_channel(name)),
+                # the in-order payload buffer: now, and the most it held since start (bounded by blockBufferSize)
+                "buffer_size": len(state.buffer),
+                "buffer_high_water": state.stats.buffer_high_water,
+                "block_buffer_size": state.config.block_buffer_size,
+                "state": dataclasses.asdict(state.stats),
+                "gossip": _stats_dict(self.core.node.channels.get(name)),
             }
         membership = [
             {"pki_id": m.pki_id.hex(), "endpoint": m.preferred_endpoint, "org": m.org.decode(), "alive": True}
@@ -560,6 +574,11 @@ def _tls_roots(cfg: channel_pb2.ChannelConfig) -> list[bytes]:
     return [pem for o in cfg.orgs for pem in o.tls_root_certs] + [
         pem for o in cfg.orderer_orgs for pem in o.tls_root_certs
     ]
+
+
+def _stats_dict(component: object) -> dict[str, Any]:
+    stats = getattr(component, "stats", None)
+    return dataclasses.asdict(stats) if dataclasses.is_dataclass(stats) and not isinstance(stats, type) else {}
 
 
 def _event_json(when: float, name: str, fields: dict[str, object]) -> dict[str, object]:
