@@ -27,6 +27,7 @@ import logging
 import os
 import random
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +83,9 @@ RECENT_EVENTS = frozenset(
 )
 """Tracer events kept for ``status()["events"]`` (the rare ones an operator wants to see)."""
 
+RECENT_COMMITS = 50
+"""Commit times kept per channel for ``status()``, from which the dashboard computes time-to-all-peers."""
+
 
 class MetricsTracer:
     """Turns the core's and comm's tracer events into Prometheus metrics and a short event log."""
@@ -115,6 +119,7 @@ class Peer:
         self._deliverers: dict[str, asyncio.Task[None]] = {}
         self._subscribers: list[_Subscriber] = []
         self._commit_events: dict[str, asyncio.Event] = {}
+        self._recent_commits: dict[str, deque[tuple[int, float]]] = {}
         self._wake = asyncio.Event()
         self._started = False
         self._stopping = False
@@ -325,6 +330,8 @@ class Peer:
                 "block_buffer_size": state.config.block_buffer_size,
                 "state": dataclasses.asdict(state.stats),
                 "gossip": _stats_dict(self.core.node.channels.get(name)),
+                # [block number, wall-clock commit time] of the latest commits: exact propagation latencies
+                "recent_commits": [list(item) for item in self._recent_commits.get(name, ())],
             }
         membership = [
             {"pki_id": m.pki_id.hex(), "endpoint": m.preferred_endpoint, "org": m.org.decode(), "alive": True}
@@ -426,6 +433,8 @@ class Peer:
                 self._deliver(effect.message)
             elif isinstance(effect, Committed):
                 self.metrics.state_height.labels(effect.channel).set(effect.seq_num + 1)
+                recent = self._recent_commits.setdefault(effect.channel, deque(maxlen=RECENT_COMMITS))
+                recent.append((effect.seq_num, time.time()))
                 self._commit_events.setdefault(effect.channel, asyncio.Event()).set()
             elif isinstance(effect, LeadershipChanged):
                 self._on_leadership(effect)

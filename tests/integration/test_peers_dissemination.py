@@ -54,6 +54,14 @@ async def test_five_peers_converge_and_disseminate(
         f"from the first envelope sent to the last peer at height 71 (submission took {submitted - started:.2f} s)"
     )
 
+    # each peer reports its latest commits with their times, which the dashboard turns into time-to-all
+    for peer in cluster.peers:
+        status = await cluster.status(peer)
+        assert status is not None
+        recent = status["channels"][layout.channel]["recent_commits"]
+        assert [number for number, _ in recent] == list(range(71 - len(recent), 71))
+        assert [when for _, when in recent] == sorted(when for _, when in recent)
+
     for peer in cluster.peers:
         await cluster.stop(peer.id, signal.SIGINT if peer == leader else signal.SIGTERM)
     await cluster.stop("orderer")
