@@ -270,3 +270,21 @@ def test_commands_need_a_target(small_network: Path) -> None:
     one_line_error(run("peers", "--network", str(small_network), "--peer", "nosuchpeer"), 2, "no such peer")
     result = run("block", "get", "0", "-C", "mychannel", "--network", str(small_network))
     one_line_error(result, 2, "no ledger yet")
+
+
+def test_children_die_with_a_killed_network_up(tmp_path: Path) -> None:
+    """kill -9 of network up (no chance to clean up): the kernel ends every child, restarted ones included."""
+    base = free_base_port(2)
+    args = ["--dir", str(tmp_path / "net"), "--rate", "0", "--dashboard-port", "0", "--base-port", str(base)]
+    with network_up(*args, "--orgs", "1", "--peers-per-org", "2") as up:
+        up.wait_ready()
+        victim = "peer1.org1.example.com"
+        up.post(f"api/peers/{victim}/stop")
+        wait_until(lambda: victim not in up.children(), 30, "the peer to stop")
+        up.post(f"api/peers/{victim}/start")  # a child spawned late, once network up runs threads
+        wait_until(lambda: victim in up.children(), 60, "the peer to run again")
+        children = set(up.children().values())
+        assert len(children) == 3
+        up.proc.kill()
+        up.proc.wait(30)
+        wait_until(lambda: not any(alive(pid) for pid in children), 30, "every child to end")

@@ -92,17 +92,26 @@ class UpOptions:
 # Child processes
 
 
-def _pdeathsig() -> None:  # runs in the child between fork and exec
+def die_with_parent(parent_pid: int) -> None:
+    """Have the kernel send this process SIGTERM when ``parent_pid`` (network up) dies.
+
+    Called by the child itself right after exec: doing it between fork and exec (preexec_fn) can deadlock
+    the child when the parent has threads (aiohttp's resolver runs some), and a restarted peer then hangs
+    before it prints a line.
+    """
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: SIGTERM when the parent dies
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
-        pass
+        return
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def rumor_command() -> list[str]:
-    """How to run the ``rumor`` CLI of this very installation (the interpreter running us)."""
-    return [sys.executable, "-c", "from rumor.cli import main; main()"]
+    """How to run the ``rumor`` CLI of this very installation (the interpreter running us), as our child."""
+    bootstrap = f"from rumor.netup import die_with_parent; die_with_parent({os.getpid()}); "
+    return [sys.executable, "-c", bootstrap + "from rumor.cli import main; main()"]
 
 
 def tail(path: Path, lines: int = LOG_TAIL, start: int = 0) -> list[str]:
@@ -180,7 +189,6 @@ class Child:
                 stderr=log_file,
                 env=env,
                 process_group=0,
-                preexec_fn=_pdeathsig,
             )
         assert self.proc.stdout is not None
         try:
