@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 DEMO_ARGS ?=
 
-.PHONY: all install test lint proto demo docs chromium clean
+.PHONY: all install test lint proto demo docs chromium bench clean
 
 all: test
 
@@ -48,6 +48,17 @@ proto: $(STAMP)
 # Ctrl-C stops it, and the next `make demo` resumes it. Options: make demo DEMO_ARGS="--rate 5".
 demo: $(STAMP)
 	$(VENV)/bin/rumor network up $(DEMO_ARGS)
+
+# The figures of BENCHMARKS.md that exist so far (about 35 min on 2 cores): the simulator's sim-100 and sim-1000
+# in both dissemination modes (figures 1-4); real peer processes on loopback, N = 8 and 16, 10 KB / 100 KB / 1 MB,
+# both modes, interleaved with py-libp2p gossipsub (figures 1-4 and the comparison; libp2p goes into
+# bench/.venv-libp2p); one gossip connection against raw loopback TCP (figure 9). Tables on stdout; JSON,
+# Markdown and PNG plots under bench/results/ (see its README.md). BENCH_SCENARIOS=sim-100 skips sim-1000.
+BENCH_SCENARIOS ?= sim-100,sim-1000
+bench: $(STAMP)
+	$(PY) bench/sim.py --scenarios $(BENCH_SCENARIOS) --jobs 2
+	$(PY) bench/gossipsub.py
+	$(PY) bench/comm.py --rounds 3 --json bench/results/comm.json
 
 docs: $(STAMP)
 	$(PY) -m rumor.ops.configdoc docs/configuration.md

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
 import ssl
@@ -304,6 +305,7 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
     print("separate processes\n")
     print(f"{'envelope':>10}  {'transport':<10} {'messages':>9} {'msgs/s':>10} {'MB/s':>9}  {'vs raw tcp':>10}")
     sizes = sorted({r.size for r in results})
+    table: list[dict[str, object]] = []
     for size in sizes:
         medians: dict[str, tuple[float, float, int]] = {}
         for name in ("grpc+tls", "bare grpc", "raw tcp", "raw tls"):
@@ -316,9 +318,25 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
         base = medians["raw tcp"][0]
         for name, (rate, mbps, count) in medians.items():
             print(f"{size:>9}B  {name:<10} {count:>9} {rate:>10.0f} {mbps:>9.1f}  {rate / base:>9.2f}x")
+            table.append(
+                {"envelope_bytes": size, "transport": name, "messages": count, "msgs_per_s": round(rate),
+                 "mb_per_s": round(mbps, 2), "vs_raw_tcp": round(rate / base, 3)}
+            )  # fmt: skip
         print()
+    decode = {size: decode_cost(size - 30, 2000) for size in sizes}
     for size in sizes:
-        print(f"decode + tag check of one {size}-byte envelope: {decode_cost(size - 30, 2000):.1f} µs")
+        print(f"decode + tag check of one {size}-byte envelope: {decode[size]:.1f} µs")
+    if args.json:
+        out = {
+            "figure": 9,
+            "machine": machine(),
+            "rounds": args.rounds,
+            "medians": table,
+            "decode_us": {str(k): round(v, 2) for k, v in decode.items()},
+        }
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+        print(f"wrote {args.json}")
 
 
 def main() -> None:
@@ -326,6 +344,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--small-count", type=int, default=20000, help="messages per run at 1 KB")
     parser.add_argument("--large-count", type=int, default=2000, help="messages per run at 100 KB")
+    parser.add_argument("--json", metavar="PATH", help="also write the medians as JSON to PATH")
     parser.add_argument("--serve", metavar="MATERIAL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:

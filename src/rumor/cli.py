@@ -723,6 +723,7 @@ def sim(
     plots: Annotated[Path | None, typer.Option(help="Directory for the PNG plots.")] = Path("sim-results"),
     no_plots: Annotated[bool, typer.Option("--no-plots", help="Write no plots.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines on stderr.")] = False,
+    jobs: Annotated[int, typer.Option(min=1, help="Modes run at once, one process each (with --mode both).")] = 1,
 ) -> None:
     """Simulate N peers running rumor's protocol core on a modelled network and print figures 1-4.
 
@@ -748,7 +749,7 @@ def sim(
     }
     try:
         chosen = build_scenario(scenario, preset, flags)
-        run_sim(chosen, json_path=json_path, plots_dir=None if no_plots else plots, quiet=quiet)
+        run_sim(chosen, json_path=json_path, plots_dir=None if no_plots else plots, quiet=quiet, jobs=jobs)
     except ScenarioError as exc:
         fail(str(exc))
 

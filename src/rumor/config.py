@@ -335,6 +335,31 @@ class GossipConfig:
         "Dissemination algorithm: fabric (Fabric's push and pull) or enhanced (rumor's own). Not a Fabric key.",
         choices=("fabric", "enhanced"),
     )
+    fanout: int = setting(
+        "fanout",
+        4,
+        "Enhanced dissemination: peers each new block (or its digest) is sent to at every hop. Not a Fabric key.",
+        positive=True,
+    )
+    push_ttl: int = setting(
+        "pushTTL",
+        2,
+        "Enhanced dissemination: hops over which the whole block is pushed, counted from the leader; after them "
+        "only its digest travels. Not a Fabric key.",
+    )
+    advertisement_fanout: int = setting(
+        "advertisementFanout",
+        0,
+        "Enhanced dissemination: peers each digest is advertised to; 0 means max(fanout, ceil(ln n) + 6) for n "
+        "peers in the channel, so that about 1 block in 400 misses a peer (left to the pull). Not a Fabric key.",
+    )
+    advertisement_ttl: int = setting(
+        "advertisementTTL",
+        7,
+        "Enhanced dissemination: hops over which a block or its digest travels in all (push hops included); a "
+        "peer offered a digest it lacks asks the advertiser for the block. Not a Fabric key.",
+        positive=True,
+    )
     election: ElectionConfig = field(
         default_factory=ElectionConfig, metadata={"key": "election", "doc": "Leader election."}
     )

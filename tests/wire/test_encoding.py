@@ -146,10 +146,23 @@ def test_gossip_message_field_numbers() -> None:
     assert fields == CONTENT_FIELDS
 
 
+RUMOR_EXTENSIONS = {
+    "DataDigest": {"advertise_ttl": 100},
+    "DataMessage": {"push_ttl": 100, "advertise_ttl": 101},
+}
+"""rumor's own optional fields (enhanced dissemination), at numbers Fabric does not use; Fabric ignores them."""
+
+
 @pytest.mark.parametrize("name", sorted(MESSAGE_FIELDS))
 def test_message_field_numbers(name: str) -> None:
     descriptor = pb.DESCRIPTOR.message_types_by_name[name]
-    assert {f.name: f.number for f in descriptor.fields} == MESSAGE_FIELDS[name]
+    fields = {f.name: f.number for f in descriptor.fields}
+    extensions = RUMOR_EXTENSIONS.get(name, {})
+    for field_name, number in extensions.items():
+        assert fields.pop(field_name) == number
+        assert number >= 100
+        assert descriptor.fields_by_name[field_name].has_presence  # optional: absent unless set
+    assert fields == MESSAGE_FIELDS[name]
 
 
 def test_enums() -> None:

@@ -32,6 +32,7 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from rumor.config import GossipConfig
+from rumor.core.enhanced import EnhancedDissemination
 from rumor.core.identity import IdentityMapper
 from rumor.core.msgstore import MessageStore, SignedMessage, block_digest, block_policy, gossip_policy
 from rumor.core.pull import Membership, PullEngine
@@ -42,6 +43,9 @@ from rumor.wire.pb.gossip import message_pb2 as pb
 
 BLOCK_EXPIRATION_FACTOR = 100
 """Blocks leave the pull store after this many pull intervals, as in Fabric."""
+
+MAC_CACHE_SIZE = 100_000
+"""PKI-IDs whose channel MAC is remembered (the cache starts over when full)."""
 
 STATE_INFO_SWEEP_FACTOR = 5
 """StateInfos of peers membership forgot are dropped every this many pull intervals."""
@@ -118,6 +122,8 @@ class Channel:
         self.pki_id = mcs.pki_id_of(identity)
         self.org = advisor.org_of(identity)
         self.mac = channel_mac(self.pki_id, name)
+        self._macs: dict[bytes, bytes] = {self.pki_id: self.mac}
+        self._orgs_of: dict[bytes, bytes | None] = {}  # sender identity -> its org (None: not decodable)
         self.stats = ChannelStats()
 
         self.orgs: frozenset[bytes] = frozenset()
@@ -153,7 +159,20 @@ class Channel:
             tracer=self._tracer,
             name=f"blocks:{name}",
         )
+        self.enhanced: EnhancedDissemination | None = None
+        if config.dissemination == "enhanced":
+            self.enhanced = EnhancedDissemination(
+                self.name_bytes,
+                adapter=self,
+                rng=random.Random(rng.getrandbits(64)),
+                fanout=config.fanout,
+                push_ttl=config.push_ttl,
+                advertisement_ttl=config.advertisement_ttl,
+                advertisement_fanout=config.advertisement_fanout,
+            )
         self._own_state: SignedMessage | None = None
+        self._peers_cache: tuple[object, list[NetworkMember]] | None = None
+        self._org_peers_cache: tuple[object, list[NetworkMember]] | None = None
         self._publish_pending = False
         self._next_publish: float | None = None
         self._next_request: float | None = None
@@ -163,7 +182,16 @@ class Channel:
     # --- membership of the channel ----------------------------------------------------------------
 
     def mac_of(self, pki_id: bytes) -> bytes:
-        return self.mac if pki_id == self.pki_id else channel_mac(pki_id, self.name)
+        mac = self._macs.get(pki_id)
+        if mac is None:
+            if len(self._macs) >= MAC_CACHE_SIZE:
+                self._macs.clear()
+            mac = self._macs[pki_id] = channel_mac(pki_id, self.name)
+        return mac
+
+    def own_state_info(self) -> SignedMessage | None:
+        """Our current signed StateInfo for this channel (what we publish), once joined."""
+        return self._own_state
 
     def is_org_in_channel(self, org: bytes) -> bool:
         return org in self.orgs
@@ -184,9 +212,25 @@ class Channel:
         return state is not None and not state.properties.left_channel
 
     def peers_of_channel(self) -> list[NetworkMember]:
-        """Alive peers that proved membership of the channel, with the properties of their StateInfo."""
+        """Alive peers that proved membership of the channel, with the properties of their StateInfo.
+
+        The list is rebuilt only when membership, the StateInfos held or the channel's orgs changed (when
+        membership tells its version); the members and their properties are then shared between calls.
+        """
         if self.left:
             return []
+        version = getattr(self._membership, "members_version", None)
+        key = (version, self.state_infos.version, self.orgs) if version is not None else None
+        cached = self._peers_cache
+        if key is not None and cached is not None and cached[0] == key:
+            return list(cached[1])
+        out = self._peers_of_channel()
+        if key is not None:
+            self._peers_cache = (key, out)
+            return list(out)
+        return out
+
+    def _peers_of_channel(self) -> list[NetworkMember]:
         out: list[NetworkMember] = []
         for member in self._membership.alive_members():
             if member.org not in self.orgs:
@@ -234,16 +278,24 @@ class Channel:
     def stop(self) -> None:
         self._started = False
         self.pull.stop()
+        if self.enhanced is not None:
+            self.enhanced.stop()
         self._next_publish = self._next_request = self._next_sweep = None
 
     def next_deadline(self) -> float | None:
         if not self._started:
             return None
-        deadlines = [self._next_request, self._next_sweep, self.blocks.next_deadline(), self.pull.next_deadline()]
-        if self._publish_pending:
-            deadlines.append(self._next_publish)
-        present = [d for d in deadlines if d is not None]
-        return min(present) if present else None
+        best = self._next_request
+        for d in (
+            self._next_sweep,
+            self.blocks.next_deadline(),
+            self.pull.next_deadline(),
+            self._next_publish if self._publish_pending else None,
+            self.enhanced.next_deadline() if self.enhanced is not None else None,
+        ):
+            if d is not None and (best is None or d < best):
+                best = d
+        return best
 
     def on_tick(self, now: float) -> list[Effect]:
         if not self._started:
@@ -252,6 +304,8 @@ class Channel:
         self.blocks.expire(now)
         if not self.left:
             effects += self.pull.on_tick(now)
+            if self.enhanced is not None:
+                effects += self.enhanced.on_tick(now)
         effects += self._maybe_publish(now)
         if self._next_request is not None and now >= self._next_request:
             self._next_request = now + self.config.request_state_info_interval
@@ -315,10 +369,17 @@ class Channel:
     # --- incoming messages ------------------------------------------------------------------------
 
     def _sender_org(self, msg: ReceivedMessage) -> bytes | None:
+        identity = msg.sender_identity
+        if identity in self._orgs_of:
+            return self._orgs_of[identity]
         try:
-            return self._advisor.org_of(msg.sender_identity)
+            org: bytes | None = self._advisor.org_of(identity)
         except CryptoError:
-            return None
+            org = None
+        if len(self._orgs_of) >= MAC_CACHE_SIZE:
+            self._orgs_of.clear()
+        self._orgs_of[identity] = org
+        return org
 
     def _deny(self, msg: ReceivedMessage, now: float, reason: str) -> list[Effect]:
         self.stats.access_denied += 1
@@ -348,6 +409,8 @@ class Channel:
                     self._on_state_info(element, None, msg, now, from_snapshot=True)
             return []
         if kind == "state_info":
+            if msg.envelope.payload in self._held_payloads:
+                return []  # the very StateInfo we hold: a repeat (most pushed StateInfos are)
             return self._on_state_info(msg.envelope, msg.message, msg, now, from_snapshot=False)
         if kind == "data_msg":
             return self._on_block(msg, now)
@@ -358,6 +421,10 @@ class Channel:
                 return []
             if org != self.org or not self.is_channel_peer(NetworkMember(msg.sender, "", org=org)):
                 return self._deny(msg, now, "block pull from a peer not of our org in the channel")
+            if self.enhanced is not None:
+                handled = self.enhanced.on_message(msg, now)
+                if handled is not None:
+                    return handled
             return self.pull.on_message(msg, now)
         return []
 
@@ -491,9 +558,19 @@ class Channel:
         self.stats.blocks_received += 1
         self._received(msg, now, "push")
         effects: list[Effect] = [Deliver(msg)]
+        if self.enhanced is not None:
+            spread = self.enhanced.on_block(msg, item, now) if self.forwarding else self.enhanced.held(item, now)
+            if spread is not None:
+                return effects + spread
         if self.forwarding:
             effects += self._push(item, self, (msg.sender,), now)
         return effects
+
+    def spread_own_block(self, item: SignedMessage, now: float) -> list[Effect] | None:
+        """Enhanced dissemination: the effects of pushing our own new block at once (None in Fabric mode)."""
+        if self.enhanced is None:
+            return None
+        return self.enhanced.originate(item, now)
 
     def add_own_block(self, item: SignedMessage, now: float) -> bool:
         """Store a block this peer gossips itself (it is not delivered back to us); True if new."""
@@ -505,7 +582,32 @@ class Channel:
     # --- block pull adapter -----------------------------------------------------------------------
 
     def pull_candidates(self) -> Sequence[NetworkMember]:
-        return [m for m in self.peers_of_channel() if m.org == self.org]
+        return list(self._org_peers())
+
+    def _org_peers(self) -> list[NetworkMember]:
+        """Our org's peers of the channel; the same list until membership or StateInfos change."""
+        version = getattr(self._membership, "members_version", None)
+        key = (version, self.state_infos.version, self.orgs, self.left) if version is not None else None
+        cached = self._org_peers_cache
+        if key is not None and cached is not None and cached[0] == key:
+            return cached[1]
+        out = [m for m in self.peers_of_channel() if m.org == self.org]
+        if key is not None:
+            self._org_peers_cache = (key, out)
+        return out
+
+    # --- enhanced dissemination adapter -----------------------------------------------------------
+
+    def enhanced_targets(self) -> Sequence[NetworkMember]:
+        return self._org_peers()
+
+    def held_block(self, seq: int) -> SignedMessage | None:
+        return self.blocks.get(block_digest(seq))
+
+    def accept_requested(
+        self, envelope: pb.Envelope, item: pb.GossipMessage, source: ReceivedMessage, now: float
+    ) -> list[Effect] | None:
+        return self._accept(envelope, item, source, now, "advert")
 
     def digests_for(self, requester: ReceivedMessage) -> list[bytes]:
         return [_key_of_block(item) for item in self.blocks]
@@ -536,6 +638,11 @@ class Channel:
     def accept(
         self, envelope: pb.Envelope, item: pb.GossipMessage, source: ReceivedMessage, now: float
     ) -> list[Effect] | None:
+        return self._accept(envelope, item, source, now, "pull")
+
+    def _accept(
+        self, envelope: pb.Envelope, item: pb.GossipMessage, source: ReceivedMessage, now: float, via: str
+    ) -> list[Effect] | None:
         signed = SignedMessage(envelope, item)
         if self.left or not self.blocks.check_valid(signed):
             return []
@@ -543,7 +650,8 @@ class Channel:
             return None
         self.blocks.add(signed, now)
         self.stats.blocks_received += 1
-        self.stats.blocks_pulled += 1
+        if via == "pull":
+            self.stats.blocks_pulled += 1
         pulled = ReceivedMessage(
             sender=source.sender,
             sender_endpoint=source.sender_endpoint,
@@ -552,5 +660,8 @@ class Channel:
             message=item,
             proof=source.proof,
         )
-        self._received(pulled, now, "pull")
-        return [Deliver(pulled)]
+        self._received(pulled, now, via)
+        effects: list[Effect] = [Deliver(pulled)]
+        if self.enhanced is not None and via == "pull":
+            effects += self.enhanced.held(signed, now)
+        return effects

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
@@ -116,6 +116,7 @@ class _Member:
     metadata: bytes
     last_seen: float
     alive: bool
+    view: NetworkMember | None = None  # network_member(), cached until a field it shows changes
 
     @property
     def ts(self) -> tuple[int, int]:
@@ -129,13 +130,16 @@ class _Member:
         return RemotePeer(self.pki_id, self.preferred_endpoint)
 
     def network_member(self) -> NetworkMember:
-        return NetworkMember(
-            pki_id=self.pki_id,
-            endpoint=self.endpoint,
-            internal_endpoint=self.internal_endpoint,
-            metadata=self.metadata,
-            org=self.org,
-        )
+        view = self.view
+        if view is None:
+            view = self.view = NetworkMember(
+                pki_id=self.pki_id,
+                endpoint=self.endpoint,
+                internal_endpoint=self.internal_endpoint,
+                metadata=self.metadata,
+                org=self.org,
+            )
+        return view
 
 
 @dataclass(slots=True)
@@ -156,6 +160,8 @@ class _Dial:
     def kind(self) -> str:
         return "bootstrap" if self.bootstrap else "anchor" if self.anchor else "known"
 
+
+_PENDING_DIAL = frozenset({"due", "handshaking", "requested"})
 
 # Outcome of handling one alive envelope.
 _FRESH, _STALE, _IGNORED, _REJECTED = "fresh", "stale", "ignored", "rejected"
@@ -207,6 +213,16 @@ class Discovery:
 
         # Insertion-ordered: every choice below walks these in a reproducible order.
         self._members: dict[PKIid, _Member] = {}
+        # _members again as a list (order: arrival, a forgotten member's slot taken by the last one), so that
+        # a random member can be drawn in O(1); and the alive members as NetworkMembers, rebuilt when
+        # ``members_version`` moves (see _changed).
+        self._member_list: list[_Member] = []
+        self._member_pos: dict[PKIid, int] = {}
+        self.members_version = 0
+        self._views_version = -1
+        self._alive_view: tuple[NetworkMember, ...] = ()
+        # Payload of each held alive envelope -> its peer: a repeat of it is stale without decoding it.
+        self._held_payloads: dict[bytes, PKIid] = {}
         self._forgotten: dict[PKIid, tuple[int, int, float]] = {}
         self._dials: dict[str, _Dial] = {}
         self._identify_tried: dict[PKIid, float] = {}
@@ -282,8 +298,46 @@ class Discovery:
         member = self._members.get(pki_id)
         return None if member is None else member.network_member()
 
+    def self_alive(self, now: float) -> pb.Envelope:
+        """Our newest signed alive message, as membership requests and responses carry it (started only)."""
+        return self._self_alive(now)
+
     def alive_members(self) -> list[NetworkMember]:
-        return [m.network_member() for m in self._members.values() if m.alive]
+        return list(self.alive_view())
+
+    def alive_view(self) -> tuple[NetworkMember, ...]:
+        """The alive members, as ``alive_members()`` but shared (the same tuple until membership changes)."""
+        self._refresh_views()
+        return self._alive_view
+
+    def alive_count(self) -> int:
+        """How many peers are alive."""
+        return len(self.alive_view())
+
+    def _changed(self) -> None:
+        """A member appeared, vanished, died, revived, or changed what its NetworkMember shows."""
+        self.members_version += 1
+
+    def _refresh_views(self) -> None:
+        if self._views_version == self.members_version:
+            return
+        self._alive_view = tuple(m.network_member() for m in self._members.values() if m.alive)
+        self._views_version = self.members_version
+
+    def _add_member(self, member: _Member) -> None:
+        self._members[member.pki_id] = member
+        self._member_pos[member.pki_id] = len(self._member_list)
+        self._member_list.append(member)
+        self._changed()
+
+    def _remove_member(self, member: _Member) -> None:
+        del self._members[member.pki_id]
+        pos = self._member_pos.pop(member.pki_id)
+        last = self._member_list.pop()
+        if last is not member:
+            self._member_list[pos] = last
+            self._member_pos[last.pki_id] = pos
+        self._changed()
 
     def dead_members(self) -> list[NetworkMember]:
         return [m.network_member() for m in self._members.values() if not m.alive]
@@ -326,14 +380,16 @@ class Discovery:
             return None
         if self._outbox:
             return self._clock
-        deadlines = [self._next_alive, self._next_check, self._next_pull, self._next_reconnect]
-        deadlines.extend(d.next_at for d in self._dials.values() if d.state in ("due", "handshaking", "requested"))
+        best = min(self._next_alive, self._next_check, self._next_pull, self._next_reconnect)
+        for dial in self._dials.values():
+            if dial.next_at < best and dial.state in _PENDING_DIAL:
+                best = dial.next_at
         mapper = self.identities.next_deadline()
-        if mapper is not None:
-            deadlines.append(mapper)
+        if mapper is not None and mapper < best:
+            best = mapper
         if self._dirty and self._store is not None:
-            deadlines.append(max(self._last_save + self._persist_interval, self._clock))
-        return min(deadlines)
+            best = min(best, max(self._last_save + self._persist_interval, self._clock))
+        return best
 
     def on_tick(self, now: float) -> list[Effect]:
         if not self.running:
@@ -418,6 +474,10 @@ class Discovery:
         self, envelope: pb.Envelope, now: float, *, as_dead: bool = False
     ) -> tuple[str, _Member | None, list[Effect]]:
         """Check one alive envelope and learn from it; returns (outcome, member when fresh, effects)."""
+        if envelope.payload in self._held_payloads:
+            # The very message we hold for its peer: not newer than itself (most alive messages are repeats).
+            self.stats.alive_stale += 1
+            return _STALE, None, []
         try:
             gm = wire.open_envelope(envelope)
         except wire.InvalidMessage:
@@ -491,7 +551,8 @@ class Discovery:
                 last_seen=now,
                 alive=not as_dead,
             )
-            self._members[pki_id] = member
+            self._add_member(member)
+            self._held_payloads[stored.payload] = pki_id
             self._dirty = True
             if member.alive:
                 log.info("new peer %s at %s (org %s)", _short(pki_id), member.preferred_endpoint, org.decode())
@@ -503,6 +564,16 @@ class Discovery:
         member = known
         if (member.endpoint, member.internal_endpoint) != (am.membership.endpoint, internal or ""):
             self._dirty = True
+        if (member.endpoint, member.internal_endpoint, member.metadata, member.alive) != (
+            am.membership.endpoint,
+            internal or "",
+            am.membership.metadata,
+            True,
+        ):
+            member.view = None
+            self._changed()
+        self._held_payloads.pop(member.envelope.payload, None)
+        self._held_payloads[stored.payload] = pki_id
         member.envelope = stored
         member.inc_num, member.seq_num = ts
         member.endpoint = am.membership.endpoint
@@ -557,28 +628,30 @@ class Discovery:
 
     def _forward(self, member: _Member, sender: PKIid) -> list[Effect]:
         """Pass a new alive message on to a few random peers allowed to see it."""
-        candidates = [
-            m
-            for m in self._members.values()
-            if m.alive
-            and m.pki_id not in (member.pki_id, sender)
-            and m.preferred_endpoint
-            and may_disclose(member.org, member.endpoint, m.org, m.endpoint)
-            and (member.org == self.org or m.org in (self.org, member.org))
-        ]
-        targets = self._sample(candidates, self.config.propagate_peer_num)
+        subject, subject_org, subject_endpoint = member.pki_id, member.org, member.endpoint
+        ours = subject_org == self.org
+
+        def allowed(m: _Member) -> bool:
+            return (
+                m.alive
+                and m.pki_id != subject
+                and m.pki_id != sender
+                and bool(m.preferred_endpoint)
+                and may_disclose(subject_org, subject_endpoint, m.org, m.endpoint)
+                and (ours or m.org == self.org or m.org == subject_org)
+            )
+
+        targets = self._pick(self.config.propagate_peer_num, allowed)
         self.stats.alive_forwarded += len(targets)
         return self._send_split(member.envelope, targets)
 
+    def _may_hear_from_us(self, m: _Member) -> bool:
+        return m.alive and bool(m.preferred_endpoint) and may_disclose(self.org, self._external, m.org, m.endpoint)
+
     def _send_alive(self, now: float) -> list[Effect]:
-        candidates = [
-            m
-            for m in self._members.values()
-            if m.alive and m.preferred_endpoint and may_disclose(self.org, self._external, m.org, m.endpoint)
-        ]
-        if not candidates:
+        targets = self._pick(self.config.propagate_peer_num, self._may_hear_from_us)
+        if not targets:
             return []
-        targets = self._sample(candidates, self.config.propagate_peer_num)
         return self._send_split(self._self_alive(now, renew=True), targets)
 
     def _self_alive(self, now: float, *, renew: bool = False) -> pb.Envelope:
@@ -655,13 +728,15 @@ class Discovery:
 
     def _mark_dead(self, member: _Member, now: float, reason: str) -> list[Effect]:
         member.alive = False
+        self._changed()
         self.stats.peers_dead += 1
         log.info("peer %s at %s is dead (%s)", _short(member.pki_id), member.preferred_endpoint, reason)
         self.tracer.event("peer_dead", now, pki_id=member.pki_id, endpoint=member.preferred_endpoint, reason=reason)
         return [Disconnect(member.pki_id)]
 
     def _forget(self, member: _Member, now: float, reason: str) -> list[Effect]:
-        del self._members[member.pki_id]
+        self._remove_member(member)
+        self._held_payloads.pop(member.envelope.payload, None)
         self._forgotten[member.pki_id] = (member.inc_num, member.seq_num, now)
         self._dirty = True
         self.stats.peers_forgotten += 1
@@ -690,12 +765,7 @@ class Discovery:
     # --- membership requests and responses ------------------------------------------------------
 
     def _pull(self, now: float) -> list[Effect]:
-        candidates = [
-            m
-            for m in self._members.values()
-            if m.alive and m.preferred_endpoint and may_disclose(self.org, self._external, m.org, m.endpoint)
-        ]
-        targets = self._sample(candidates, self.config.pull_peer_num)
+        targets = self._pick(self.config.pull_peer_num, self._may_hear_from_us)
         return self._send_requests([m.remote() for m in targets], [m.org for m in targets], now)
 
     def _send_requests(self, targets: list[RemotePeer], orgs: list[bytes], now: float, nonce: int = 0) -> list[Effect]:
@@ -769,9 +839,16 @@ class Discovery:
                     log.debug("%s peer %s answered", dial.kind, dial.endpoint)
         response = msg.message.mem_res
         effects: list[Effect] = []
+        held = self._held_payloads
         for envelope in response.alive:
+            if envelope.payload in held:  # _accept_alive's first check, inlined: responses mostly repeat
+                self.stats.alive_stale += 1
+                continue
             effects += self._accept_alive(envelope, now)[2]
         for envelope in response.dead:
+            if envelope.payload in held:
+                self.stats.alive_stale += 1
+                continue
             effects += self._accept_alive(envelope, now, as_dead=True)[2]
         return effects
 
@@ -876,10 +953,34 @@ class Discovery:
     def _is_own_endpoint(self, endpoint: str) -> bool:
         return bool(endpoint) and endpoint in (self._internal, self._external, self.config.endpoint)
 
-    def _sample(self, candidates: list[_Member], k: int) -> list[_Member]:
+    def _pick(self, k: int, allowed: Callable[[_Member], bool]) -> list[_Member]:
+        """Up to ``k`` distinct random members for which ``allowed`` holds, each such set equally likely
+        (all of them when there are no more than ``k``).
+
+        Members are drawn at random and the disallowed ones skipped, which costs O(k) when most members are
+        allowed, whatever their number; when a few draws did not fill the choice, the allowed members are
+        listed and sampled instead (a fresh draw, so the choice stays uniform).
+        """
+        members = self._member_list
+        n = len(members)
+        if k <= 0 or n == 0:
+            return []
+        rng = self._rng
+        chosen: list[_Member] = []
+        tried: set[int] = set()
+        for _ in range(2 * k + 8 if n > 4 * k else 0):
+            i = rng.randrange(n)
+            if i in tried:
+                continue
+            tried.add(i)
+            if allowed(members[i]):
+                chosen.append(members[i])
+                if len(chosen) == k:
+                    return chosen
+        candidates = [m for m in members if allowed(m)]
         if len(candidates) <= k:
             return candidates
-        return self._rng.sample(candidates, k)
+        return rng.sample(candidates, k)
 
     @staticmethod
     def _advance(deadline: float, interval: float, now: float) -> float:

@@ -118,6 +118,8 @@ class Emitter:
         self._rng = rng
         self._buffer: list[_Item] = []
         self._deadline: float | None = None
+        self._seen: tuple[NetworkMember, ...] | None = None
+        self._sorted: list[NetworkMember] = []
 
     def __len__(self) -> int:
         return len(self._buffer)
@@ -146,8 +148,7 @@ class Emitter:
         if not self._buffer:
             self._deadline = None
             return []
-        # Sorted so that the random choice depends on the seed only, not on how membership was stored.
-        members = sorted(self._membership(), key=lambda m: m.pki_id)
+        members = self._sorted_members()
         effects: list[Effect] = []
         for item in self._buffer:
             effects.extend(self._send(item, members))
@@ -156,13 +157,29 @@ class Emitter:
         self._deadline = now + self.burst_latency if self._buffer else None
         return effects
 
+    def _sorted_members(self) -> list[NetworkMember]:
+        """Members sorted by PKI-ID, so that the random choice depends on the seed only, not on how membership
+        was stored. A membership that hands out the same tuple until it changes is sorted once per change."""
+        members = self._membership()
+        if isinstance(members, tuple):
+            if members is not self._seen:
+                self._seen = members
+                self._sorted = sorted(members, key=lambda m: m.pki_id)
+            return self._sorted
+        return sorted(members, key=lambda m: m.pki_id)
+
     def _send(self, item: _Item, members: list[NetworkMember]) -> list[Effect]:
         # Like Fabric's SelectPeers: walk a random permutation and keep the first peer_num that qualify.
-        order = list(range(len(members)))
-        self._rng.shuffle(order)
+        # The permutation is drawn lazily (Fisher-Yates, one position at a time), so a pick costs in
+        # proportion to the peers looked at, not to the size of the membership.
+        pool = list(members)
+        n = len(pool)
+        randrange = self._rng.randrange
         chosen: list[tuple[NetworkMember, pb.Envelope]] = []
-        for index in order:
-            member = members[index]
+        for i in range(n):
+            j = i + randrange(n - i)
+            member = pool[j]
+            pool[j] = pool[i]
             if member.pki_id in item.exclude:
                 continue
             envelope = item.route(member)

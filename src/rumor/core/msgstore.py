@@ -92,6 +92,8 @@ class MessageStore(Generic[T]):
         self._by_key: dict[Hashable, _Entry[T]] = {}
         self._by_scope: dict[Hashable, dict[Hashable, _Entry[T]]] = {}
         self._fifo: deque[_Entry[T]] = deque()
+        self.version = 0
+        """Moves on every change of the items held (for caches of views of the store)."""
 
     def __len__(self) -> int:
         return len(self._by_key)
@@ -141,6 +143,7 @@ class MessageStore(Generic[T]):
             if self._on_invalidate is not None:
                 self._on_invalidate(held.item)
         entry = _Entry(item, key, scope, now + self._ttl if self._ttl is not None else None)
+        self.version += 1
         self._by_key[key] = entry
         if self._scope is not None:
             self._by_scope.setdefault(scope, {})[key] = entry
@@ -164,6 +167,7 @@ class MessageStore(Generic[T]):
         return [entry.item for entry in doomed]
 
     def _remove(self, entry: _Entry[T]) -> None:
+        self.version += 1
         entry.live = False
         del self._by_key[entry.key]
         if self._scope is not None:

@@ -155,7 +155,7 @@ class GossipNode:
             burst_latency=config.max_propagation_burst_latency,
             iterations=config.propagate_iterations,
             peer_num=config.propagate_peer_num,
-            membership=self.discovery.alive_members,
+            membership=self.discovery.alive_view,
             rng=self._child_rng(),
         )
         self.channels: dict[str, Channel] = {}
@@ -334,6 +334,10 @@ class GossipNode:
             added = channel.add_own_block(item, now) if kind == "data_msg" else channel.add_own_leadership(item, now)
             if not added:
                 return []
+            if kind == "data_msg":
+                spread = channel.spread_own_block(item, now)
+                if spread is not None:
+                    return spread
         return self._push(item, channel, (), now)
 
     def send(self, message: pb.GossipMessage, peers: Iterable[RemotePeer]) -> list[Effect]:
@@ -400,15 +404,16 @@ class GossipNode:
     def next_deadline(self) -> float | None:
         if not self._running:
             return None
-        deadlines = [
-            self.discovery.next_deadline(),
-            self.certs.next_deadline(),
-            self.emitter.next_deadline(),
-            self._relay.next_deadline(),
-        ]
-        deadlines.extend(channel.next_deadline() for channel in self.channels.values())
-        present = [d for d in deadlines if d is not None]
-        return min(present) if present else None
+        # Asked after every call into the node, so written out rather than through lists.
+        best = self.discovery.next_deadline()
+        for d in (self.certs.next_deadline(), self.emitter.next_deadline(), self._relay.next_deadline()):
+            if d is not None and (best is None or d < best):
+                best = d
+        for channel in self.channels.values():
+            d = channel.next_deadline()
+            if d is not None and (best is None or d < best):
+                best = d
+        return best
 
     def on_tick(self, now: float) -> list[Effect]:
         if not self._running:

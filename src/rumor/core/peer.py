@@ -186,7 +186,9 @@ class PeerCore:
     def on_tick(self, now: float) -> list[Effect]:
         effects = self.node.on_tick(now)
         for runtime in list(self.channels.values()):
-            effects += runtime.state.on_tick(now, self._peer_heights(runtime.name))
+            due = runtime.state.next_deadline()
+            if due is not None and now >= due:  # the heights cost a walk over the channel's peers
+                effects += runtime.state.on_tick(now, self._peer_heights(runtime.name))
             if runtime.election is not None:
                 deadline = runtime.election.next_deadline()
                 if deadline is not None and now >= deadline:

@@ -152,10 +152,17 @@ class PullEngine:
         self._incoming_fifo.clear()
 
     def next_deadline(self) -> float | None:
-        deadlines = [d for d in (self._next_round, self._round_deadline()) if d is not None]
+        best = self._next_round
+        r = self._round
+        if r is not None:
+            d = r.digests_until if r.responses_until is None else r.responses_until
+            if best is None or d < best:
+                best = d
         if self._incoming_fifo:
-            deadlines.append(self._incoming_fifo[0][0])
-        return min(deadlines) if deadlines else None
+            d = self._incoming_fifo[0][0]
+            if best is None or d < best:
+                best = d
+        return best
 
     def _round_deadline(self) -> float | None:
         r = self._round

@@ -16,7 +16,7 @@ org, as a deliver client on a leader would: from the peer's ledger height on.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from rumor.config import GossipConfig
@@ -28,10 +28,28 @@ from rumor.core.state import StateConfig
 from rumor.core.types import RecordingTracer, Tracer
 from rumor.crypto.blocks import block_header_hash, new_block, sign_block
 from rumor.crypto.cheap import CheapCryptoService, CheapRegistry
+from rumor.crypto.mcs import X509CryptoService
 from rumor.ledger import MemoryLedger
-from rumor.sim.network import LatencyModel, SimNetwork
+from rumor.sim.network import BandwidthModel, LatencyModel, SimNetwork
+from rumor.sim.x509 import X509Material
 
 ORDERER_ORG = "OrdererMSP"
+
+
+class SharedBlockLedger(MemoryLedger):
+    """A MemoryLedger whose blocks share one copy per distinct block across the peers of a cluster.
+
+    Each peer receives its own copy of a block's bytes (a decoded message hands out fresh bytes); a
+    thousand peers would keep a thousand copies of every block. The pool keeps one (it costs a hash and a
+    compare per block committed).
+    """
+
+    def __init__(self, pool: dict[bytes, bytes]) -> None:
+        super().__init__()
+        self._pool = pool
+
+    def commit_many(self, channel: str, blocks: Sequence[bytes]) -> None:
+        super().commit_many(channel, [self._pool.setdefault(raw, raw) for raw in blocks])
 
 
 @dataclass
@@ -41,7 +59,7 @@ class SimPeerSpec:
     name: str
     org: str
     endpoint: str
-    mcs: CheapCryptoService
+    mcs: CheapCryptoService | X509CryptoService
     ledger: MemoryLedger = field(default_factory=MemoryLedger)
     peer_store: MemoryPeerStore = field(default_factory=MemoryPeerStore)
     bootstrap: tuple[str, ...] = ()
@@ -53,12 +71,13 @@ class SimPeerSpec:
 class SimOrderingService:
     """Cuts signed blocks and feeds them to the peers that lead their org on a channel."""
 
-    def __init__(self, cluster: Cluster, interval: float = 0.05) -> None:
+    def __init__(self, cluster: Cluster, interval: float | None = 0.05) -> None:
         self.cluster = cluster
-        self.mcs = CheapCryptoService.for_peer(ORDERER_ORG, "orderer", cluster.registry)
+        self.mcs = cluster.crypto_for(ORDERER_ORG, "orderer", role="orderer")
         self.chains: dict[str, list[bytes]] = {}
         self.cut_times: dict[str, list[float]] = {}
-        cluster.net.every(interval, self.pump)
+        if interval is not None:
+            cluster.net.every(interval, self.pump)
 
     def genesis(self, channel: str) -> bytes:
         block = sign_block(new_block(0, b"", [b"genesis:" + channel.encode()]), self.mcs, nonce=b"genesis")
@@ -112,22 +131,53 @@ class Cluster:
         election: ElectionConfig | None = None,
         use_leader_election: bool = True,
         record: bool = False,
+        *,
+        bandwidth: float | BandwidthModel | None = None,
+        loss: float = 0.0,
+        org_leaders: Collection[str] | None = None,
+        tracer_factory: Callable[[str], Tracer] | None = None,
+        configure: Callable[[SimPeerSpec, GossipConfig], GossipConfig] | None = None,
+        ordering_interval: float | None = 0.05,
+        crypto: str = "cheap",
+        keep_effects: bool = True,
     ) -> None:
+        """``bandwidth`` and ``loss`` go to the SimNetwork. Without leader election every peer leads its
+        org (orgLeader), unless ``org_leaders`` names the peers that do (the others only follow).
+        ``tracer_factory(name)`` makes each peer's tracer (default: a RecordingTracer), and
+        ``configure(spec, config)`` may change one peer's gossip settings (e.g. mix dissemination modes).
+        The ordering service delivers every ``ordering_interval`` seconds (None: only when ``pump`` is called).
+        ``crypto`` is "cheap" (HMAC stand-ins) or "x509" (real certificates and ECDSA, see rumor.sim.x509).
+        """
+        if crypto not in ("cheap", "x509"):
+            raise ValueError(f"crypto {crypto!r}: expected cheap or x509")
         self.seed = seed
-        self.net = SimNetwork(seed=seed, latency=latency, record=record)
+        self.net = SimNetwork(
+            seed=seed, latency=latency, record=record, bandwidth=bandwidth, loss=loss, keep_effects=keep_effects
+        )
         self.registry = CheapRegistry(now=lambda: self.net.now)
         self.registry.add_org(ORDERER_ORG)
+        self.x509 = X509Material() if crypto == "x509" else None
         self.gossip = gossip or GossipConfig()
         self.state = state or StateConfig()
         self.election = election or ElectionConfig()
         self.use_leader_election = use_leader_election
+        self.org_leaders = frozenset(org_leaders) if org_leaders is not None else None
+        self.tracer_factory = tracer_factory
+        self.configure = configure
         self.specs: dict[str, SimPeerSpec] = {}
+        self._block_pool: dict[bytes, bytes] = {}
         self.tracers: dict[str, Tracer] = {}
         self.channels: dict[str, tuple[str, ...]] = {}
-        self.ordering = SimOrderingService(self)
+        self.ordering = SimOrderingService(self, interval=ordering_interval)
         self._rng = random.Random(seed)
 
     # --- building -------------------------------------------------------------------------------
+
+    def crypto_for(self, org: str, name: str, role: str = "peer") -> CheapCryptoService | X509CryptoService:
+        """The crypto service of a new node ``name`` of ``org``: cheap, or real X.509 with crypto="x509"."""
+        if self.x509 is not None:
+            return self.x509.service(org, name, role)
+        return CheapCryptoService.for_peer(org, name, self.registry)
 
     def add_peer(
         self, org: str, name: str, bootstrap: Sequence[str] = (), anchor: bool = False, external: bool = True
@@ -144,7 +194,8 @@ class Cluster:
             full,
             org,
             endpoint,
-            CheapCryptoService.for_peer(org, full, self.registry),
+            self.crypto_for(org, full),
+            ledger=SharedBlockLedger(self._block_pool),
             bootstrap=tuple(bootstrap),
             anchor=anchor,
             external=external,
@@ -155,9 +206,15 @@ class Cluster:
 
     def _make_core(self, spec: SimPeerSpec) -> PeerCore:
         spec.incarnation += 1
-        tracer = self.tracers.setdefault(spec.name, RecordingTracer())
+        tracer = self.tracers.get(spec.name)
+        if tracer is None:
+            tracer = self.tracers[spec.name] = (
+                self.tracer_factory(spec.name) if self.tracer_factory is not None else RecordingTracer()
+            )
         external = spec.endpoint if spec.external else ""
         config = replace(self.gossip, endpoint=spec.endpoint, external_endpoint=external, bootstrap=spec.bootstrap)
+        if self.configure is not None:
+            config = self.configure(spec, config)
         node = GossipNode(
             config,
             spec.mcs.identity,
@@ -174,7 +231,7 @@ class Cluster:
             state_config=self.state,
             election_config=self.election,
             use_leader_election=self.use_leader_election,
-            static_leader=not self.use_leader_election,
+            static_leader=not self.use_leader_election and (self.org_leaders is None or spec.name in self.org_leaders),
             rng=random.Random(f"{self.seed}:{spec.name}:{spec.incarnation}:core"),
             tracer=tracer,
         )
@@ -192,6 +249,8 @@ class Cluster:
     def create_channel(self, channel: str, orgs: Sequence[str]) -> None:
         """Make the channel's genesis block and have every peer of its orgs join it."""
         self.registry.register_channel(channel, [ORDERER_ORG])
+        if self.x509 is not None:
+            self.x509.register_channel(channel, [ORDERER_ORG])
         self.ordering.genesis(channel)
         self.channels[channel] = tuple(orgs)
         for spec in self.specs.values():

@@ -11,7 +11,11 @@ This module plays the part of the comm layer for all of them at once:
 
 * ``Send`` is delivered to each target after ``latency(src, dst)`` unless the
   target is down, the two are partitioned, the target's endpoint now belongs to
-  another PKI-ID, or the loss model drops it. The receiver gets a
+  another PKI-ID, or the loss model drops it. With a ``bandwidth`` model each
+  peer has an uplink of that many bytes per second: a message first waits for
+  the messages queued before it to leave, then takes size / bandwidth to leave
+  itself, then travels for the latency (store and forward, one FIFO uplink per
+  peer; downlinks are not limited). The receiver gets a
   ``ReceivedMessage`` whose sender is the PKI-ID of the sending node, as a real
   connection's handshake would have proven.
 * ``Handshake`` and ``Probe`` are answered after a round trip when the target is
@@ -48,7 +52,7 @@ from rumor.core.types import (
     RemotePeer,
     Send,
 )
-from rumor.wire.messages import InvalidMessage, kind_of, open_envelope
+from rumor.wire.messages import InvalidMessage, open_envelope
 from rumor.wire.pb.gossip import message_pb2 as pb
 
 
@@ -75,6 +79,15 @@ class SimNode(Protocol):
 LatencyModel = Callable[[str, str, random.Random], float]
 """One-way latency in seconds from the first endpoint to the second."""
 
+BandwidthModel = Callable[[str], "float | None"]
+"""Uplink bandwidth of an endpoint in bytes per second (None: unlimited)."""
+
+TransmitHook = Callable[["SimPeer", "SimPeer", pb.GossipMessage, int], None]
+"""Called as a message leaves (sender, receiver, message, bytes on the wire), whether or not it arrives."""
+
+ReceiveHook = Callable[["SimPeer", "SimPeer", pb.GossipMessage, float], None]
+"""Called as a message arrives, before the receiver handles it: (receiver, sender, message, now)."""
+
 MAX_STALLED_TICKS = 10_000
 """How often a node may ask to be woken at the current instant again before the simulator calls it a livelock."""
 
@@ -91,6 +104,9 @@ class SimPeer:
     identity: bytes
     node: SimNode | None
     aliases: tuple[str, ...] = ()
+    bandwidth: float | None = None
+    uplink_free_at: float = 0.0
+    bytes_sent: int = 0
     generation: int = 0
     timer_version: int = 0
     timer_at: float | None = None
@@ -113,6 +129,8 @@ class SimStats:
     dropped: int = 0
     bytes_sent: int = 0
     by_kind: dict[str, int] = field(default_factory=dict)
+    bytes_by_kind: dict[str, int] = field(default_factory=dict)
+    """Bytes that left their sender (transmitted, whether or not they arrived), by message kind."""
 
 
 class SimNetwork:
@@ -125,12 +143,18 @@ class SimNetwork:
         loss: float = 0.0,
         dial_timeout: float = 3.0,
         record: bool = False,
+        bandwidth: float | BandwidthModel | None = None,
+        keep_effects: bool = True,
     ) -> None:
+        """``keep_effects`` False keeps no Committed/Deliver history on the SimPeers (the hooks still see
+        them): a long run of many peers would otherwise hold every block once per peer."""
         self.rng = random.Random(seed)
+        self.keep_effects = keep_effects
         self.now = 0.0
         self.loss = loss
         self.dial_timeout = dial_timeout
         self._latency: LatencyModel = latency if callable(latency) else (lambda _a, _b, _r, v=latency: v)
+        self._bandwidth: BandwidthModel = bandwidth if callable(bandwidth) else (lambda _e, v=bandwidth: v)
         self._queue: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = 0
         self.peers: dict[str, SimPeer] = {}
@@ -139,10 +163,13 @@ class SimNetwork:
         self._connections: set[tuple[str, str]] = set()
         self.drop_rules: list[DropRule] = []
         self.stats = SimStats()
+        self.events_processed = 0
         self.record = record
         self.log: list[tuple[float, str, str, str, str]] = []
         self.on_deliver: Callable[[SimPeer, ReceivedMessage, float], None] | None = None
         self.on_commit: Callable[[SimPeer, Committed, float], None] | None = None
+        self.on_transmit: TransmitHook | None = None
+        self.on_receive: ReceiveHook | None = None
 
     # --- topology -------------------------------------------------------------------------------
 
@@ -159,6 +186,8 @@ class SimNetwork:
         if endpoint in self._by_endpoint:
             raise ValueError(f"endpoint {endpoint} is taken")
         peer = SimPeer(endpoint=endpoint, pki_id=pki_id, identity=identity, node=node, aliases=tuple(aliases))
+        bandwidth = self._bandwidth(endpoint)
+        peer.bandwidth = bandwidth if bandwidth else None
         self.peers[endpoint] = peer
         for name in (endpoint, *peer.aliases):
             self._by_endpoint[name] = peer
@@ -222,6 +251,7 @@ class SimNetwork:
             raise ValueError(f"{endpoint} is still up; crash it first")
         peer.node = node
         peer.generation += 1
+        peer.uplink_free_at = self.now  # whatever was queued on its uplink died with the old process
         if pki_id is not None:
             peer.pki_id = pki_id
         if identity is not None:
@@ -255,6 +285,7 @@ class SimNetwork:
         while self._queue and self._queue[0][0] <= t:
             at, _, action = heapq.heappop(self._queue)
             self.now = max(self.now, at)
+            self.events_processed += 1
             action()
         self.now = max(self.now, t)
 
@@ -321,8 +352,7 @@ class SimNetwork:
     def _apply(self, src: SimPeer, effects: list[Effect]) -> None:
         for effect in effects:
             if isinstance(effect, Send):
-                for target in effect.to:
-                    self._send(src, target, effect.envelope)
+                self._send_all(src, effect)
             elif isinstance(effect, Handshake):
                 self._answer_handshake(src, effect.endpoint)
             elif isinstance(effect, Probe):
@@ -332,13 +362,15 @@ class SimNetwork:
                 if dst is not None:
                     self._connections.discard(self._pair(src.endpoint, dst.endpoint))
             elif isinstance(effect, Committed):
-                src.committed.append((self.now, effect))
+                if self.keep_effects:
+                    src.committed.append((self.now, effect))
                 if self.on_commit is not None:
                     self.on_commit(src, effect, self.now)
             elif isinstance(effect, LeadershipChanged):
                 src.leadership.append((self.now, effect))
             elif isinstance(effect, Deliver):
-                src.delivered.append((self.now, effect.message))
+                if self.keep_effects:
+                    src.delivered.append((self.now, effect.message))
                 if self.on_deliver is not None:
                     self.on_deliver(src, effect.message, self.now)
             else:
@@ -354,25 +386,58 @@ class SimNetwork:
     def _pair(a: str, b: str) -> tuple[str, str]:
         return (a, b) if a <= b else (b, a)
 
-    def _send(self, src: SimPeer, target: RemotePeer, envelope: pb.Envelope) -> None:
-        self.stats.sent += 1
-        self.stats.bytes_sent += envelope.ByteSize()
+    def _send_all(self, src: SimPeer, effect: Send) -> None:
+        envelope = effect.envelope
+        size = envelope.ByteSize()
+        decoded: list[pb.GossipMessage | None] = []  # decoded once, at the first target that can receive it
+        for target in effect.to:
+            self._send(src, target, envelope, size, decoded)
+
+    def _send(
+        self,
+        src: SimPeer,
+        target: RemotePeer,
+        envelope: pb.Envelope,
+        size: int,
+        decoded: list[pb.GossipMessage | None],
+    ) -> None:
+        stats = self.stats
+        stats.sent += 1
+        stats.bytes_sent += size
         dst = self._by_endpoint.get(target.endpoint)
-        if dst is None or not dst.up or dst.pki_id != target.pki_id or dst is src:
-            self.stats.dropped += 1
+        if dst is None or dst.node is None or dst.pki_id != target.pki_id or dst is src:
+            stats.dropped += 1
             return
-        if not self.reachable(src.endpoint, dst.endpoint) or (self.loss and self.rng.random() < self.loss):
-            self.stats.dropped += 1
+        if not self.reachable(src.endpoint, dst.endpoint):
+            stats.dropped += 1
             return
-        try:
-            message = open_envelope(envelope)
-        except InvalidMessage:
-            self.stats.dropped += 1
+        if not decoded:
+            try:
+                decoded.append(open_envelope(envelope))
+            except InvalidMessage:
+                decoded.append(None)
+        message = decoded[0]
+        if message is None:
+            stats.dropped += 1
             return
-        kind = kind_of(message)
-        self.stats.by_kind[kind] = self.stats.by_kind.get(kind, 0) + 1
-        if any(rule(src.endpoint, dst.endpoint, message) for rule in self.drop_rules):
-            self.stats.dropped += 1
+        kind = message.WhichOneof("content") or ""
+        stats.by_kind[kind] = stats.by_kind.get(kind, 0) + 1
+        # The message leaves the sender: it occupies the uplink whether or not the link then loses it.
+        delay = self._latency(src.endpoint, dst.endpoint, self.rng)
+        bandwidth = src.bandwidth
+        if bandwidth is not None:
+            start = src.uplink_free_at if src.uplink_free_at > self.now else self.now
+            src.uplink_free_at = start + size / bandwidth
+            delay += src.uplink_free_at - self.now
+        src.bytes_sent += size
+        stats.bytes_by_kind[kind] = stats.bytes_by_kind.get(kind, 0) + size
+        if self.on_transmit is not None:
+            self.on_transmit(src, dst, message, size)
+        if self.loss and self.rng.random() < self.loss:
+            stats.dropped += 1
+            return
+        if self.drop_rules and any(rule(src.endpoint, dst.endpoint, message) for rule in self.drop_rules):
+            stats.dropped += 1
             return
         received = ReceivedMessage(
             sender=src.pki_id,
@@ -381,18 +446,28 @@ class SimNetwork:
             envelope=envelope,
             message=message,
         )
-        src_generation = src.generation
+        src_generation, dst_generation = src.generation, dst.generation
 
-        def arrive(node: SimNode) -> list[Effect]:
+        def arrive() -> None:
+            node = dst.node
+            if node is None or dst.generation != dst_generation:
+                return  # the receiver crashed (and maybe restarted) meanwhile
             if src.generation != src_generation:
-                return []  # the sender crashed while the message was in flight: the stream broke
+                return  # the sender crashed while the message was in flight: the stream broke
             self._connections.add(self._pair(src.endpoint, dst.endpoint))
-            self.stats.delivered += 1
+            stats.delivered += 1
             if self.record:
                 self.log.append((self.now, src.endpoint, dst.endpoint, kind, envelope.payload.hex()[:16]))
-            return node.on_message(received, self.now)
+            if self.on_receive is not None:
+                self.on_receive(dst, src, message, self.now)
+            # _call, written out: this is the simulator's innermost loop
+            effects = node.on_message(received, self.now)
+            if dst.node is node:
+                if effects:
+                    self._apply(dst, effects)
+                self._rearm(dst)
 
-        self._schedule(self._latency(src.endpoint, dst.endpoint, self.rng), dst, arrive)
+        self._push(self.now + delay, arrive)
 
     def _answer_handshake(self, src: SimPeer, endpoint: str) -> None:
         dst = self._by_endpoint.get(endpoint)

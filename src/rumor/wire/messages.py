@@ -209,14 +209,26 @@ def conn_establish(pki_id: bytes, identity: bytes, tls_cert_hash: bytes, probe: 
     )
 
 
-def data_message(channel: bytes, seq_num: int, block: bytes, nonce: int = 0) -> GossipMessage:
-    """A gossiped block: ``block`` is a serialized common.Block numbered ``seq_num``."""
-    return GossipMessage(
-        tag=CHAN_AND_ORG,
-        channel=channel,
-        nonce=nonce,
-        data_msg=pb.DataMessage(payload=pb.Payload(seq_num=seq_num, data=block)),
-    )
+def data_message(
+    channel: bytes,
+    seq_num: int,
+    block: bytes,
+    nonce: int = 0,
+    *,
+    push_ttl: int | None = None,
+    advertise_ttl: int | None = None,
+) -> GossipMessage:
+    """A gossiped block: ``block`` is a serialized common.Block numbered ``seq_num``.
+
+    ``push_ttl`` and ``advertise_ttl`` (enhanced dissemination only) are the hops left for pushing the whole
+    block and for advertising its digest; None leaves them out, as Fabric does.
+    """
+    data = pb.DataMessage(payload=pb.Payload(seq_num=seq_num, data=block))
+    if push_ttl is not None:
+        data.push_ttl = push_ttl
+    if advertise_ttl is not None:
+        data.advertise_ttl = advertise_ttl
+    return GossipMessage(tag=CHAN_AND_ORG, channel=channel, nonce=nonce, data_msg=data)
 
 
 def _pull_tag(msg_type: int) -> int:
@@ -231,12 +243,14 @@ def hello(nonce: int, msg_type: int, channel: bytes = b"", metadata: bytes = b""
     )
 
 
-def data_digest(nonce: int, msg_type: int, digests: Sequence[bytes], channel: bytes = b"") -> GossipMessage:
-    return GossipMessage(
-        tag=_pull_tag(msg_type),
-        channel=channel,
-        data_dig=pb.DataDigest(nonce=nonce, digests=list(digests), msg_type=msg_type),
-    )
+def data_digest(
+    nonce: int, msg_type: int, digests: Sequence[bytes], channel: bytes = b"", *, advertise_ttl: int | None = None
+) -> GossipMessage:
+    """A pull digest; with ``advertise_ttl`` an advertisement of new blocks (enhanced dissemination)."""
+    digest = pb.DataDigest(nonce=nonce, digests=list(digests), msg_type=msg_type)
+    if advertise_ttl is not None:
+        digest.advertise_ttl = advertise_ttl
+    return GossipMessage(tag=_pull_tag(msg_type), channel=channel, data_dig=digest)
 
 
 def data_request(nonce: int, msg_type: int, digests: Sequence[bytes], channel: bytes = b"") -> GossipMessage:

@@ -193,20 +193,26 @@ class DataUpdate(_message.Message):
     def __init__(self, nonce: _Optional[int] = ..., data: _Optional[_Iterable[_Union[Envelope, _Mapping]]] = ..., msg_type: _Optional[_Union[PullMsgType, str]] = ...) -> None: ...
 
 class DataDigest(_message.Message):
-    __slots__ = ("nonce", "digests", "msg_type")
+    __slots__ = ("nonce", "digests", "msg_type", "advertise_ttl")
     NONCE_FIELD_NUMBER: _ClassVar[int]
     DIGESTS_FIELD_NUMBER: _ClassVar[int]
     MSG_TYPE_FIELD_NUMBER: _ClassVar[int]
+    ADVERTISE_TTL_FIELD_NUMBER: _ClassVar[int]
     nonce: int
     digests: _containers.RepeatedScalarFieldContainer[bytes]
     msg_type: PullMsgType
-    def __init__(self, nonce: _Optional[int] = ..., digests: _Optional[_Iterable[bytes]] = ..., msg_type: _Optional[_Union[PullMsgType, str]] = ...) -> None: ...
+    advertise_ttl: int
+    def __init__(self, nonce: _Optional[int] = ..., digests: _Optional[_Iterable[bytes]] = ..., msg_type: _Optional[_Union[PullMsgType, str]] = ..., advertise_ttl: _Optional[int] = ...) -> None: ...
 
 class DataMessage(_message.Message):
-    __slots__ = ("payload",)
+    __slots__ = ("payload", "push_ttl", "advertise_ttl")
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    PUSH_TTL_FIELD_NUMBER: _ClassVar[int]
+    ADVERTISE_TTL_FIELD_NUMBER: _ClassVar[int]
     payload: Payload
-    def __init__(self, payload: _Optional[_Union[Payload, _Mapping]] = ...) -> None: ...
+    push_ttl: int
+    advertise_ttl: int
+    def __init__(self, payload: _Optional[_Union[Payload, _Mapping]] = ..., push_ttl: _Optional[int] = ..., advertise_ttl: _Optional[int] = ...) -> None: ...
 
 class Payload(_message.Message):
     __slots__ = ("seq_num", "data", "private_data")

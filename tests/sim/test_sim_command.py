@@ -1,0 +1,169 @@
+"""`rumor sim`: scenarios from flags or YAML, the table, the JSON figures and the plots; runs repeat per seed.
+
+Only small networks, and never a timing: the figures are checked for sanity, not for speed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from rumor.cli import app
+from rumor.core.types import RemotePeer, Send
+from rumor.sim.network import SimNetwork
+from rumor.sim.runner import run_scenario
+from rumor.sim.scenario import (
+    Scenario,
+    ScenarioError,
+    load_scenario,
+    parse_bandwidth,
+    parse_latency,
+    parse_size,
+    scenario_from_mapping,
+)
+from rumor.wire import messages as m
+
+REQUIRED = (
+    "peers",
+    "blocks",
+    "mode",
+    "seed",
+    "time_to_all_p50_s",
+    "time_to_all_p99_s",
+    "time_to_all_max_s",
+    "push_coverage",
+    "amplification",
+    "duplicates_per_peer",
+    "wall_s",
+)
+SMALL = {"peers": 12, "blocks": 4, "block_size": "4KB", "block_interval": "0.5s", "warmup": "8s", "drain": "20s"}
+
+
+def test_units() -> None:
+    assert parse_size("100KB") == 100_000 and parse_size("1MiB") == 1024**2 and parse_size(512) == 512
+    assert parse_bandwidth("100Mbit") == 12.5e6 and parse_bandwidth("12.5MB/s") == 12.5e6
+    assert parse_bandwidth("0") is None and parse_bandwidth("1Gbps") == 125e6
+    assert parse_latency("25ms±10%") == pytest.approx((0.025, 0.1))
+    assert parse_latency("25ms+-10%") == pytest.approx((0.025, 0.1)) and parse_latency("0.01") == (0.01, 0.0)
+    for bad in ("10 parsecs", "-5KB"):
+        with pytest.raises(ScenarioError):
+            parse_size(bad)
+    with pytest.raises(ScenarioError, match="unknown scenario key"):
+        scenario_from_mapping({"peerz": 3})
+    with pytest.raises(ScenarioError, match=r"not a peer\.gossip setting"):
+        scenario_from_mapping({"gossip": {"pullIntervall": "1s"}})
+
+
+def test_scenario_file_with_events(tmp_path: Path) -> None:
+    path = tmp_path / "crashy.yaml"
+    path.write_text(
+        "peers: 6\nblocks: 2\nlatency: 5ms±10%\ngossip: {pullInterval: 2s}\n"
+        "events:\n  - {at: 1s, crash: [peer2.org1]}\n  - {at: 3s, restart: peer2.org1}\n"
+    )
+    scenario = load_scenario(path)
+    assert scenario.name == "crashy" and scenario.peers == 6 and scenario.latency == 0.005
+    assert [e.action for e in scenario.events] == ["crash", "restart"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("peers: 3\nevents:\n  - {at: 1s, crash: [peer9.org1]}\n")
+    with pytest.raises(ScenarioError, match="unknown peers"):
+        load_scenario(bad)
+
+
+def test_uplink_serializes_sends_and_counts_bytes() -> None:
+    net = SimNetwork(latency=0.01, bandwidth=1000.0)  # 1000 bytes/s: a 500-byte message takes half a second
+
+    class Sink:
+        def __init__(self) -> None:
+            self.at: list[float] = []
+
+        def start(self, now: float) -> list:
+            return []
+
+        def on_message(self, msg: object, now: float) -> list:
+            self.at.append(now)
+            return []
+
+        def on_tick(self, now: float) -> list:
+            return []
+
+        def next_deadline(self) -> None:
+            return None
+
+    a, b = Sink(), Sink()
+    net.add("a:1", b"A", b"id-a", a)  # type: ignore[arg-type]
+    net.add("b:1", b"B", b"id-b", b)  # type: ignore[arg-type]
+    envelope = m.seal(m.data_message(b"ch", 1, b"x" * 480))
+    size = envelope.ByteSize()
+    net._apply(
+        net.peers["a:1"], [Send(envelope, (RemotePeer(b"B", "b:1"),)), Send(envelope, (RemotePeer(b"B", "b:1"),))]
+    )
+    net.run_for(5)
+    assert b.at == pytest.approx([size / 1000 + 0.01, 2 * size / 1000 + 0.01])  # the second waited for the first
+    assert net.peers["a:1"].bytes_sent == 2 * size and net.stats.bytes_by_kind["data_msg"] == 2 * size
+
+
+def test_same_seed_same_figures_and_sane_values() -> None:
+    scenario = scenario_from_mapping({**SMALL, "mode": "enhanced", "seed": 3})
+    first, again = run_scenario(scenario), run_scenario(scenario)
+    a, b = first.to_json(), again.to_json()
+    for volatile in ("wall_s",):
+        a.pop(volatile), b.pop(volatile)
+    assert a == b
+    assert a["incomplete_blocks"] == 0 and a["receivers"] == 11
+    assert 0 < a["time_to_all_p50_s"] <= a["time_to_all_p99_s"] <= a["time_to_all_max_s"]
+    assert a["amplification"] >= 1.0 and a["duplicates_per_peer"] >= 0 and 0 <= a["push_coverage"] <= 1
+    other = run_scenario(scenario_from_mapping({**SMALL, "mode": "enhanced", "seed": 4})).to_json()
+    assert other["sim_events"] != a["sim_events"] or other["time_to_all_max_s"] != a["time_to_all_max_s"]
+
+
+def test_crash_and_restart_events_run_and_the_peer_catches_up() -> None:
+    scenario = Scenario(
+        peers=8,
+        blocks=6,
+        block_size=2000,
+        block_interval=0.5,
+        warmup=8.0,
+        drain=40.0,
+        latency=0.005,
+        jitter=0.0,
+        events=scenario_from_mapping(
+            {"events": [{"at": "0.2s", "crash": ["peer3.org1"]}, {"at": "2s", "restart": ["peer3.org1"]}]}
+        ).events,
+    )
+    result = run_scenario(scenario).to_json()
+    assert result["incomplete_blocks"] == 0 and result["receivers"] == 7
+
+
+def test_command_prints_table_and_writes_json_and_plots(tmp_path: Path) -> None:
+    out = tmp_path / "sim.json"
+    plots = tmp_path / "plots"
+    args = ["sim", "--peers", "10", "--blocks", "3", "--block-size", "2KB", "--block-interval", "0.5s"]
+    args += ["--latency", "10ms±10%", "--bandwidth", "100Mbit", "--mode", "both", "--seed", "2", "--warmup", "8s"]
+    args += ["--json", str(out), "--plots", str(plots), "--quiet"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "time to all p50" in result.output and "fabric" in result.output and "enhanced" in result.output
+    data = json.loads(out.read_text())
+    assert data["mode"] == "both" and data["peers"] == 10 and data["seed"] == 2
+    assert [run["mode"] for run in data["runs"]] == ["fabric", "enhanced"]
+    for run in data["runs"]:
+        assert all(key in run for key in REQUIRED)
+        assert run["peers"] == 10 and run["blocks"] == 3 and run["seed"] == 2
+    pngs = sorted(p.name for p in plots.iterdir())
+    assert pngs == ["custom-seed2-latency-cdf.png", "custom-seed2-time-to-all.png"]
+    assert all((plots / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for name in pngs)
+
+
+def test_command_reports_a_bad_flag_in_one_line() -> None:
+    result = CliRunner().invoke(app, ["sim", "--latency", "fast", "--no-plots"])
+    assert result.exit_code == 2
+    assert "latency" in result.output
+
+
+def test_real_crypto_on_request() -> None:
+    scenario = scenario_from_mapping({**SMALL, "peers": 5, "blocks": 2, "crypto": "x509", "mode": "enhanced"})
+    result = run_scenario(scenario).to_json()
+    assert result["crypto"] == "x509" and result["incomplete_blocks"] == 0 and result["receivers"] == 4
