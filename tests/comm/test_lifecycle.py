@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -132,12 +133,14 @@ async def exercise(files) -> None:  # type: ignore[no-untyped-def]
         a.send(data(i), [peer(b)])
         b.send(data(i), [peer(a)])
     await asyncio.wait_for(sub.get(), 5)
-    # A dial still in progress and an unanswered send_with_ack are cut short by stop() too.
-    a.send(data(0), [RemotePeer(b"\x02" * 32, "10.255.255.1:7051")])
-    waiting = asyncio.create_task(a.send_with_ack(messages.data_message(b"ch", 5, b"x"), [peer(b)], 1, 30))
-    await asyncio.sleep(0)
-    await a.stop()
-    await b.stop()
+    # A dial still in progress and an unanswered send_with_ack are cut short by stop() too. The dial goes to a
+    # loopback listener that never accepts: TCP connects (the kernel's backlog), TLS never starts.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        a.send(data(0), [RemotePeer(b"\x02" * 32, f"127.0.0.1:{silent.getsockname()[1]}")])
+        waiting = asyncio.create_task(a.send_with_ack(messages.data_message(b"ch", 5, b"x"), [peer(b)], 1, 30))
+        await asyncio.sleep(0)
+        await a.stop()
+        await b.stop()
     assert (await waiting).failed  # released by stop, not by its timeout
     assert [m async for m in dead] == []  # feeds end with stop
     assert [m async for m in sub] != []
