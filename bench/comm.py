@@ -16,7 +16,8 @@ machine hit all of them alike:
 
 Each run sends N envelopes of one size, then a marker; the time is from the first send to the
 receiver's reply to the marker (so it covers delivery of all N). The table shows the median over
-the rounds and the ratio of grpc+tls to raw tcp.
+the rounds and the ratio of grpc+tls to raw tcp. With --json PATH it also writes the medians, the machine and
+the commit as JSON to PATH, and the table in Markdown beside it (PATH with .md, as bench/report.py renders it).
 """
 
 from __future__ import annotations
@@ -37,11 +38,13 @@ from pathlib import Path
 
 import grpc
 from grpc import aio
+from report import comm_markdown  # bench/report.py: this directory is on sys.path when this file runs as a script
 
 from rumor.comm import Comm, CommConfig, TLSMaterial
 from rumor.comm.tls import server_credentials
 from rumor.core.types import RemotePeer
 from rumor.crypto import OrgRegistry, X509CryptoService, default_spec, generate, load_org, load_signing_identity
+from rumor.sim import runner
 from rumor.wire import messages
 from rumor.wire.pb.gossip import message_pb2 as pb
 
@@ -228,15 +231,12 @@ class StreamSender:
 
 
 def machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} CPUs (nproc), {model}; Python {platform.python_version()}, {platform.system()}"
+    """Cores and CPU model as the other benchmarks name them, then Python and the OS."""
+    return f"{runner.machine()}; Python {platform.python_version()}, {platform.system()}"
+
+
+def commit() -> str:
+    return runner.git_commit(Path(__file__).resolve().parent)
 
 
 def decode_cost(size: int, repeat: int) -> float:
@@ -300,7 +300,7 @@ async def bench(args: argparse.Namespace, root: Path) -> None:
 
 
 def report(results: list[Result], args: argparse.Namespace) -> None:
-    print(f"machine: {machine()}")
+    print(f"machine: {machine()}; commit {commit()}")
     print(f"median of {args.rounds} interleaved rounds; one connection per transport; sender and receiver are")
     print("separate processes\n")
     print(f"{'envelope':>10}  {'transport':<10} {'messages':>9} {'msgs/s':>10} {'MB/s':>9}  {'vs raw tcp':>10}")
@@ -330,13 +330,16 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
         out = {
             "figure": 9,
             "machine": machine(),
+            "commit": commit(),
             "rounds": args.rounds,
             "medians": table,
             "decode_us": {str(k): round(v, 2) for k, v in decode.items()},
         }
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
-        print(f"wrote {args.json}")
+        markdown = Path(args.json).with_suffix(".md")
+        markdown.write_text(comm_markdown(out) + "\n")
+        print(f"wrote {args.json} and {markdown}")
 
 
 def main() -> None:

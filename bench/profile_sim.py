@@ -1,24 +1,46 @@
 """Where the simulator's time goes: messages per kind and per virtual second, and a profile of the run.
 
     python bench/profile_sim.py [--preset sim-100] [--peers N] [--mode enhanced] [--seconds 10] [--top 25]
+                                [--out bench/results/profile-sim.txt]
 
 Builds the preset (warm start, settle), then runs --seconds of virtual time with blocks flowing, under
 cProfile. Prints: wall seconds per virtual second, simulator events per virtual second, messages delivered
 per virtual second by kind (what the N^2 control traffic looks like), and the functions with the most
-cumulative and own time. This is the evidence behind the speed notes in bench/results/README.md.
+cumulative and own time. This is the evidence behind the speed notes in bench/results/README.md: with --out,
+the same output also goes to that file, whose first lines bench/report.py shows there.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import io
 import pstats
+import sys
 import time
 from dataclasses import replace
+from pathlib import Path
+from typing import TextIO
 
-from rumor.sim.runner import _Run
+from rumor.sim.runner import _Run, git_commit, machine
 from rumor.sim.scenario import PRESETS
+
+
+class Tee(io.TextIOBase):
+    """Writes to the terminal and to a file at once (stdout of this script under --out)."""
+
+    def __init__(self, *streams: TextIO) -> None:
+        self.streams = streams
+
+    def write(self, text: str) -> int:
+        for stream in self.streams:
+            stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        for stream in self.streams:
+            stream.flush()
 
 
 def main() -> None:
@@ -28,10 +50,22 @@ def main() -> None:
     parser.add_argument("--mode", default="enhanced")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--out", type=Path, default=None, help="also write the output to this file")
     args = parser.parse_args()
+    if args.out is None:
+        profile(args)
+        return
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("w") as file, contextlib.redirect_stdout(Tee(sys.stdout, file)):
+        profile(args)
+    print(f"wrote {args.out}")
+
+
+def profile(args: argparse.Namespace) -> None:
     scenario = replace(PRESETS[args.preset], mode=args.mode)
     if args.peers:
         scenario = replace(scenario, peers=args.peers)
+    print(f"machine: {machine()}; commit {git_commit()}; seed {scenario.seed}; crypto {scenario.crypto}", flush=True)
     run = _Run(scenario, args.mode, None)
     began = time.perf_counter()
     run.build()

@@ -20,6 +20,20 @@ from rumor.sim.report import plot, plots_available, table_markdown, table_text, 
 from rumor.sim.runner import run_modes, stderr_progress
 from rumor.sim.scenario import PRESETS
 
+GB_PER_1000_PEERS = 8.0
+"""Memory one simulated run holds per 1,000 peers (about 7 GB measured at 1,000 peers, cheap crypto)."""
+
+
+def affordable_jobs(peers: int, jobs: int) -> int:
+    """``jobs``, or fewer when that many runs of ``peers`` peers at once would not fit the available memory."""
+    try:
+        meminfo = Path("/proc/meminfo").read_text()
+        available_kb = int(next(line.split()[1] for line in meminfo.splitlines() if line.startswith("MemAvailable")))
+    except (OSError, StopIteration, ValueError):
+        return jobs
+    per_run_gb = max(peers / 1000 * GB_PER_1000_PEERS, 0.1)
+    return max(1, min(jobs, int(available_kb / 1024 / 1024 / per_run_gb)))
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -35,7 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.blocks is not None:
             scenario = replace(scenario, blocks=args.blocks)
         started = time.perf_counter()
-        results = run_modes(scenario, progress=stderr_progress, jobs=args.jobs)
+        jobs = affordable_jobs(scenario.peers, args.jobs)
+        if jobs < args.jobs:
+            print(f"({name}: {jobs} run(s) at once, not {args.jobs}: not enough free memory)", file=sys.stderr)
+        results = run_modes(scenario, progress=stderr_progress, jobs=jobs)
         print(table_text(results))
         print(f"({name}: {time.perf_counter() - started:.0f} s wall for both modes)\n", flush=True)
         write_json(results, args.out / f"{name}.json")

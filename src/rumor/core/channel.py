@@ -172,6 +172,8 @@ class Channel:
             )
         self._own_state: SignedMessage | None = None
         self._peers_cache: tuple[object, list[NetworkMember]] | None = None
+        self._newest_block = 0  # the highest block number ever stored (an upper bound of the held ones)
+        self._own_state_versions = 0  # the part of state_infos.version that our own StateInfo moved
         self._org_peers_cache: tuple[object, list[NetworkMember]] | None = None
         self._publish_pending = False
         self._next_publish: float | None = None
@@ -220,7 +222,7 @@ class Channel:
         if self.left:
             return []
         version = getattr(self._membership, "members_version", None)
-        key = (version, self.state_infos.version, self.orgs) if version is not None else None
+        key = (version, self._others_states_version(), self.orgs) if version is not None else None
         cached = self._peers_cache
         if key is not None and cached is not None and cached[0] == key:
             return list(cached[1])
@@ -229,6 +231,10 @@ class Channel:
             self._peers_cache = (key, out)
             return list(out)
         return out
+
+    def _others_states_version(self) -> int:
+        """Moves whenever a StateInfo of another peer arrives, is replaced or goes."""
+        return self.state_infos.version - self._own_state_versions
 
     def _peers_of_channel(self) -> list[NetworkMember]:
         out: list[NetworkMember] = []
@@ -338,7 +344,11 @@ class Channel:
         msg = wire.state_info(self.mac, self.pki_id, self._inc_num, self._seq, self.ledger_height, self.left)
         own = SignedMessage(wire.seal(msg, self._mcs.sign), msg)
         self._own_state = own
+        before = self.state_infos.version
         self._store_state(own, now)
+        # Our own StateInfo is not in peers_of_channel: its changes (a new height per block) must not make
+        # every peer rebuild its O(N) list of channel peers once per block.
+        self._own_state_versions += self.state_infos.version - before
         self._origin_orgs[self.pki_id] = self.org
         self._publish_pending = True
         return self._maybe_publish(now) if self._started and publish else []
@@ -549,12 +559,12 @@ class Channel:
         if self.left or not msg.message.data_msg.HasField("payload"):
             return []
         item = SignedMessage(msg.envelope, msg.message)
-        if not self.blocks.check_valid(item):
+        if not self._block_is_new(item):
             self.stats.blocks_duplicate += 1
             return []
         if not self._verify_block(msg.message, msg.sender, now):
             return []
-        self.blocks.add(item, now)
+        self._store_block(item, now)
         self.stats.blocks_received += 1
         self._received(msg, now, "push")
         effects: list[Effect] = [Deliver(msg)]
@@ -574,7 +584,22 @@ class Channel:
 
     def add_own_block(self, item: SignedMessage, now: float) -> bool:
         """Store a block this peer gossips itself (it is not delivered back to us); True if new."""
-        return self.blocks.add(item, now)
+        return self._store_block(item, now)
+
+    def _store_block(self, item: SignedMessage, now: float) -> bool:
+        added = self.blocks.add(item, now)
+        if added:
+            self._newest_block = max(self._newest_block, item.message.data_msg.payload.seq_num)
+        return added
+
+    def _block_is_new(self, item: SignedMessage) -> bool:
+        """``blocks.check_valid(item)``, without its scan of every held block when none can be far ahead."""
+        seq = item.message.data_msg.payload.seq_num
+        if block_digest(seq) in self.blocks:
+            return False
+        if seq + self.config.max_block_count_to_store >= self._newest_block:
+            return True
+        return self.blocks.check_valid(item)
 
     def add_own_leadership(self, item: SignedMessage, now: float) -> bool:
         return self.leaders.add(item, now)
@@ -587,7 +612,7 @@ class Channel:
     def _org_peers(self) -> list[NetworkMember]:
         """Our org's peers of the channel; the same list until membership or StateInfos change."""
         version = getattr(self._membership, "members_version", None)
-        key = (version, self.state_infos.version, self.orgs, self.left) if version is not None else None
+        key = (version, self._others_states_version(), self.orgs, self.left) if version is not None else None
         cached = self._org_peers_cache
         if key is not None and cached is not None and cached[0] == key:
             return cached[1]
@@ -627,6 +652,8 @@ class Channel:
             return False
         if seq < self.ledger_height or seq < 0 or digest in self.blocks:
             return False
+        if seq + self.config.max_block_count_to_store >= self._newest_block:
+            return True  # no block held can be far enough ahead to make this one stale: skip the scan
         probe = wire.data_message(self.name_bytes, seq, b"")
         return self.blocks.check_valid(SignedMessage(pb.Envelope(), probe))
 
@@ -644,11 +671,11 @@ class Channel:
         self, envelope: pb.Envelope, item: pb.GossipMessage, source: ReceivedMessage, now: float, via: str
     ) -> list[Effect] | None:
         signed = SignedMessage(envelope, item)
-        if self.left or not self.blocks.check_valid(signed):
+        if self.left or not self._block_is_new(signed):
             return []
         if not self._verify_block(item, source.sender, now):
             return None
-        self.blocks.add(signed, now)
+        self._store_block(signed, now)
         self.stats.blocks_received += 1
         if via == "pull":
             self.stats.blocks_pulled += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Mapping
 from dataclasses import replace
@@ -43,7 +44,18 @@ def run_sim(
     jobs: int = 1,
 ) -> list[SimResult]:
     """Run every mode of ``scenario`` (``jobs`` at once), print the table, write the JSON and the plots."""
-    results = run_modes(scenario, progress=None if quiet else stderr_progress, jobs=jobs)
+    # The simulated peers log what a real peer logs (a 1,000-peer warm start alone is a million "new peer"
+    # lines): keep their routine lines out of a simulation's output unless the user is debugging.
+    peers_logger = logging.getLogger("rumor")
+    quieted = not logging.getLogger().isEnabledFor(logging.DEBUG) and peers_logger.level < logging.WARNING
+    previous = peers_logger.level
+    if quieted:
+        peers_logger.setLevel(logging.WARNING)
+    try:
+        results = run_modes(scenario, progress=None if quiet else stderr_progress, jobs=jobs)
+    finally:
+        if quieted:
+            peers_logger.setLevel(previous)
     print(table_text(results))
     if json_path is not None:
         write_json(results, json_path)

@@ -389,7 +389,9 @@ class SimNetwork:
     def _send_all(self, src: SimPeer, effect: Send) -> None:
         envelope = effect.envelope
         size = envelope.ByteSize()
-        decoded: list[pb.GossipMessage | None] = []  # decoded once, at the first target that can receive it
+        # Decoded once, at the first target that can receive it; every target gets the same (immutable)
+        # ReceivedMessage, since sender, envelope and message are the same for all of them.
+        decoded: list[ReceivedMessage | None] = []
         for target in effect.to:
             self._send(src, target, envelope, size, decoded)
 
@@ -399,7 +401,7 @@ class SimNetwork:
         target: RemotePeer,
         envelope: pb.Envelope,
         size: int,
-        decoded: list[pb.GossipMessage | None],
+        decoded: list[ReceivedMessage | None],
     ) -> None:
         stats = self.stats
         stats.sent += 1
@@ -408,18 +410,28 @@ class SimNetwork:
         if dst is None or dst.node is None or dst.pki_id != target.pki_id or dst is src:
             stats.dropped += 1
             return
-        if not self.reachable(src.endpoint, dst.endpoint):
+        groups = self._groups
+        if groups is not None and groups.get(src.endpoint, -1) != groups.get(dst.endpoint, -1):
             stats.dropped += 1
             return
         if not decoded:
             try:
-                decoded.append(open_envelope(envelope))
+                decoded.append(
+                    ReceivedMessage(
+                        sender=src.pki_id,
+                        sender_endpoint=src.endpoint,
+                        sender_identity=src.identity,
+                        envelope=envelope,
+                        message=open_envelope(envelope),
+                    )
+                )
             except InvalidMessage:
                 decoded.append(None)
-        message = decoded[0]
-        if message is None:
+        received = decoded[0]
+        if received is None:
             stats.dropped += 1
             return
+        message = received.message
         kind = message.WhichOneof("content") or ""
         stats.by_kind[kind] = stats.by_kind.get(kind, 0) + 1
         # The message leaves the sender: it occupies the uplink whether or not the link then loses it.
@@ -439,13 +451,6 @@ class SimNetwork:
         if self.drop_rules and any(rule(src.endpoint, dst.endpoint, message) for rule in self.drop_rules):
             stats.dropped += 1
             return
-        received = ReceivedMessage(
-            sender=src.pki_id,
-            sender_endpoint=src.endpoint,
-            sender_identity=src.identity,
-            envelope=envelope,
-            message=message,
-        )
         src_generation, dst_generation = src.generation, dst.generation
 
         def arrive() -> None:

@@ -46,6 +46,10 @@ CHANNEL = "simchannel"
 BOOTSTRAP_PEERS = 2
 MIN_WARMUP = 5.0
 """Virtual seconds before the first block at least, with ``warmup: auto``."""
+
+QUIET_BACKLOG = 0.05
+"""Warm-up goes on while some peer still has more than this many seconds of sends queued on its uplink."""
+
 BLOCK_KINDS = frozenset({"data_msg", "data_update", "state_response"})
 
 Progress = Callable[[str], None]
@@ -386,7 +390,10 @@ class _Run:
                 return False
             if len(core.node.channel(CHANNEL).state_infos) < n:
                 return False
-        return True
+        # Settled also means quiet: the start's bursts (every peer asking the anchor peer for the membership,
+        # 1,000 answers of 170 KB each at N = 1,000) must have left the uplinks before the first block.
+        net = self.cluster.net
+        return all(peer.uplink_free_at <= net.now + QUIET_BACKLOG for peer in net.peers.values())
 
     def warm_start(self) -> None:
         """Hand every peer, now, a membership response and a StateInfo snapshot that list every other peer.

@@ -348,16 +348,20 @@ def scenario_from_mapping(data: Mapping[str, Any], base: Scenario | None = None)
 
 
 SIM_1000_MEMBERSHIP = {
-    "aliveTimeInterval": "50s",
-    "aliveExpirationTimeout": "250s",
-    "reconnectInterval": "250s",
-    "publishStateInfoInterval": "40s",
-    "requestStateInfoInterval": "40s",
+    "aliveTimeInterval": "100s",
+    "aliveExpirationTimeout": "500s",
+    "reconnectInterval": "500s",
+    "publishCertPeriod": "100s",
+    "publishStateInfoInterval": "80s",
+    "requestStateInfoInterval": "80s",
 }
-"""Membership and StateInfo timers of sim-1000: Fabric's defaults x 10. At 1,000 peers Fabric's defaults flood
-about 1.35 million alive and StateInfo messages per second through the network (every peer's heartbeat and
-height reach every peer about 3 times), which a Python simulator cannot replay in minutes; block push, pull
-and state transfer keep Fabric's defaults."""
+"""Membership and StateInfo timers of sim-1000: Fabric's defaults x 20 (publishCertPeriod x 10), so that no
+membership or StateInfo flood falls within the run; block push, pull, membership sync and state transfer keep
+Fabric's defaults. Why: every new alive message (each peer's heartbeat every aliveTimeInterval, and the one
+that drops the certificate when publishCertPeriod ends) and every changed StateInfo is flooded to every peer
+about 3 times, 3 N^2 = 3 million deliveries for one round of N = 1,000 peers, about 5 minutes of this
+simulator's time (about 100 us of Python per delivery, see bench/results/README.md); Fabric's defaults would
+need one such round every 5 s of virtual time."""
 
 PRESETS: dict[str, Scenario] = {
     "sim-100": Scenario(name="sim-100", peers=100, block_interval=0.5),
