@@ -6,6 +6,8 @@ Only small networks, and never a timing: the figures are checked for sanity, not
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -167,3 +169,17 @@ def test_real_crypto_on_request() -> None:
     scenario = scenario_from_mapping({**SMALL, "peers": 5, "blocks": 2, "crypto": "x509", "mode": "enhanced"})
     result = run_scenario(scenario).to_json()
     assert result["crypto"] == "x509" and result["incomplete_blocks"] == 0 and result["receivers"] == 4
+
+
+def test_simulated_peers_routine_logs_stay_out_of_the_output_unless_debugging() -> None:
+    args = ["sim", "--peers", "6", "--blocks", "1", "--block-size", "1KB", "--warmup", "3s", "--no-plots", "--quiet"]
+    command = [sys.executable, "-c", "from rumor.cli import main; main()"]
+    quiet = subprocess.run([*command, *args], capture_output=True, text=True, timeout=120, check=False)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "time to all p50" in quiet.stdout
+    assert "new peer" not in quiet.stderr  # a 1,000-peer run would print a million of these
+    debug = subprocess.run(
+        [*command, "--log-level", "debug", *args], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert debug.returncode == 0, debug.stderr
+    assert "new peer" in debug.stderr
