@@ -333,6 +333,36 @@ def test_membership_request_answered_with_alive_and_dead(reg: CheapRegistry) -> 
     assert learner.lookup(a.pki_id).internal_endpoint == a.endpoint  # type: ignore[union-attr]
 
 
+def test_membership_responses_follow_every_change_and_never_list_the_requester(reg: CheapRegistry) -> None:
+    """Responses are reused between requests; a newer alive message, a death or a new peer shows at once."""
+    me, a, b, c = (make_peer(reg, n) for n in ("me", "a", "b", "c"))
+    d = make_discovery(me)
+    d.start(0.0)
+    d.on_message(received(a, alive_env(a, 1, 1)), 0.0)
+    d.on_message(received(b, alive_env(b, 1, 1)), 0.0)
+
+    def answer(asker: Peer, seq: int, now: float) -> pb.MembershipResponse:
+        ((_, msg),) = sends(d.on_message(request_from(asker, 1, seq, nonce=seq), now), "mem_res")
+        assert msg.nonce == seq
+        return msg.mem_res
+
+    def seqs(envs: list[pb.Envelope]) -> dict[bytes, int]:
+        return {(m := wire.open_envelope(e).alive_msg).membership.pki_id: m.timestamp.seq_num for e in envs}
+
+    first = answer(a, 2, 1.0)
+    assert set(seqs(list(first.alive))) == {me.pki_id, b.pki_id}  # a is not told about itself
+    assert set(seqs(list(answer(b, 2, 1.1).alive))) == {me.pki_id, a.pki_id}
+    d.on_message(received(b, alive_env(b, 1, 7)), 1.2)  # b's newer heartbeat
+    assert seqs(list(answer(a, 3, 1.3).alive))[b.pki_id] == 7
+    d.on_message(received(c, alive_env(c, 1, 1)), 1.4)  # a new peer
+    assert set(seqs(list(answer(a, 4, 1.5).alive))) == {me.pki_id, b.pki_id, c.pki_id}
+    d.on_connection_lost(c.pki_id, 1.6)  # c dies
+    response = answer(a, 5, 1.7)
+    assert set(seqs(list(response.alive))) == {me.pki_id, b.pki_id}
+    assert set(seqs(list(response.dead))) == {c.pki_id}
+    assert set(seqs(list(first.alive))) == {me.pki_id, b.pki_id}  # what was sent before is left as it was
+
+
 def test_spoofed_membership_request_gets_no_reply(reg: CheapRegistry) -> None:
     """TestMembershipRequestSpoofing: self_information must be the proven sender's."""
     me, attacker, victim = make_peer(reg, "me"), make_peer(reg, "attacker"), make_peer(reg, "victim")

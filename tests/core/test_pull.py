@@ -455,7 +455,7 @@ def byzantine_identity_update(svcs, stores, items: list[pb.Envelope], claimed: l
 
 def test_identities_spread_by_pull_and_land_in_the_identity_mapper() -> None:
     _, svcs, stores = cert_world()
-    assert stores["a1"].known() == [svcs["a1"].pki_id]
+    assert list(stores["a1"].known()) == [svcs["a1"].pki_id]
     identity_round(stores, svcs, "a1", "a2")
     assert set(stores["a1"].known()) == {svcs["a1"].pki_id, svcs["a2"].pki_id}
     assert stores["a1"]._identities.peek(svcs["a2"].pki_id) == svcs["a2"].identity

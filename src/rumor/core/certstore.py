@@ -62,6 +62,7 @@ class CertStore:
         self.pki_id = mcs.pki_id_of(identity)
         self.org = advisor.org_of(identity)
         self.rejected = 0
+        self._known: tuple[int, tuple[bytes, ...]] | None = None
         self._store: MessageStore[SignedMessage] = MessageStore(
             gossip_policy(0, of=lambda s: s.message), key=_pki_of, scope=_pki_of
         )
@@ -88,9 +89,12 @@ class CertStore:
     def __len__(self) -> int:
         return len(self._store)
 
-    def known(self) -> list[bytes]:
-        """PKI-IDs whose signed identity we hold (ours included)."""
-        return [_pki_of(item) for item in self._store]
+    def known(self) -> Sequence[bytes]:
+        """PKI-IDs whose signed identity we hold (ours included); the same tuple until the store changes."""
+        version = self._store.version
+        if self._known is None or self._known[0] != version:
+            self._known = (version, tuple(_pki_of(item) for item in self._store))
+        return self._known[1]
 
     # --- node interface ---------------------------------------------------------------------------
 
@@ -135,7 +139,9 @@ class CertStore:
         if scope is None:
             return []
         org, ours = scope
-        return [pki for pki in self.known() if ours or self._may_disclose(pki, org)]
+        if ours:
+            return list(self.known())
+        return [pki for pki in self.known() if self._may_disclose(pki, org)]
 
     def items_for(self, digests: Sequence[bytes], requester: ReceivedMessage) -> list[pb.Envelope]:
         scope = self._disclosable(requester)

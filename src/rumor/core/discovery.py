@@ -79,6 +79,10 @@ def may_disclose(subject_org: bytes, subject_endpoint: str, target_org: bytes, t
     return subject_org == target_org or bool(subject_endpoint and target_endpoint)
 
 
+_CachedResponse = tuple[tuple[int, int], pb.MembershipResponse, dict[bytes, tuple[bool, int]]]
+"""(versions it was built at, the response, where each listed member sits: (alive?, index))."""
+
+
 @dataclass
 class DiscoveryStats:
     """Counters of what discovery saw and did."""
@@ -219,6 +223,11 @@ class Discovery:
         self._member_list: list[_Member] = []
         self._member_pos: dict[PKIid, int] = {}
         self.members_version = 0
+        # Moves with members_version and also when a member's alive message is replaced by a newer one.
+        self._envelopes_version = 0
+        self._responses: dict[
+            tuple[bytes, bool], tuple[object, pb.MembershipResponse, dict[PKIid, tuple[bool, int]]]
+        ] = {}
         self._views_version = -1
         self._alive_view: tuple[NetworkMember, ...] = ()
         # Payload of each held alive envelope -> its peer: a repeat of it is stale without decoding it.
@@ -317,6 +326,7 @@ class Discovery:
     def _changed(self) -> None:
         """A member appeared, vanished, died, revived, or changed what its NetworkMember shows."""
         self.members_version += 1
+        self._envelopes_version += 1
 
     def _refresh_views(self) -> None:
         if self._views_version == self.members_version:
@@ -575,6 +585,7 @@ class Discovery:
         self._held_payloads.pop(member.envelope.payload, None)
         self._held_payloads[stored.payload] = pki_id
         member.envelope = stored
+        self._envelopes_version += 1
         member.inc_num, member.seq_num = ts
         member.endpoint = am.membership.endpoint
         member.internal_endpoint = internal or ""
@@ -817,17 +828,45 @@ class Discovery:
                 target_org.decode(errors="replace"),
             )
             return [*effects, Disconnect(msg.sender)]
-        alive_envs = [self._for_org(self._self_alive(now), target_org)]
-        dead_envs: list[pb.Envelope] = []
-        for m in self._members.values():
-            if m.pki_id == msg.sender or not may_disclose(m.org, m.endpoint, target_org, target_endpoint):
-                continue
-            (alive_envs if m.alive else dead_envs).append(self._for_org(m.envelope, target_org))
-        response = wire.seal(wire.membership_response(alive_envs, dead_envs, nonce=msg.message.nonce))
+        membership = self._membership_for(msg.sender, target_org, target_endpoint, now)
+        response = wire.seal(wire.membership_response_of(membership, nonce=msg.message.nonce))
         known = self._members.get(msg.sender)
         endpoint = (known.preferred_endpoint if known is not None else "") or msg.sender_endpoint
         self.stats.requests_answered += 1
         return [*effects, Send(response, (RemotePeer(msg.sender, endpoint),))]
+
+    def _membership_for(
+        self, requester: PKIid, target_org: bytes, target_endpoint: str, now: float
+    ) -> pb.MembershipResponse:
+        """What we tell ``requester``: our alive message, then every member it may see, but not itself.
+
+        Built once per audience (its org, and whether it has an external endpoint) until a member or our
+        own alive message changes: at N = 1,000 every peer answers 3 requests every pullInterval, each
+        listing 1,000 members, and building that list was most of the simulator's time.
+        """
+        own = self._self_alive(now)
+        audience = (target_org, bool(target_endpoint))
+        key = (self._envelopes_version, self._seq)
+        cached = self._responses.get(audience)
+        if cached is None or cached[0] != key:
+            alive, dead = [self._for_org(own, target_org)], []
+            where: dict[PKIid, tuple[bool, int]] = {}
+            for m in self._members.values():
+                if not may_disclose(m.org, m.endpoint, target_org, target_endpoint):
+                    continue
+                listed = alive if m.alive else dead
+                where[m.pki_id] = (m.alive, len(listed))
+                listed.append(self._for_org(m.envelope, target_org))
+            cached = (key, pb.MembershipResponse(alive=alive, dead=dead), where)
+            self._responses[audience] = cached
+        _, response, where = cached
+        position = where.get(requester)
+        if position is None:
+            return response
+        trimmed = pb.MembershipResponse()
+        trimmed.CopyFrom(response)
+        del (trimmed.alive if position[0] else trimmed.dead)[position[1]]
+        return trimmed
 
     def _on_membership_response(self, msg: ReceivedMessage, now: float) -> list[Effect]:
         self.stats.responses_received += 1

@@ -201,6 +201,11 @@ def membership_response(alive_envs: Iterable[Envelope], dead_envs: Iterable[Enve
     )
 
 
+def membership_response_of(response: pb.MembershipResponse, nonce: int = 0) -> GossipMessage:
+    """A MembershipResponse message around an already built response (copied)."""
+    return GossipMessage(tag=EMPTY, nonce=nonce, mem_res=response)
+
+
 def conn_establish(pki_id: bytes, identity: bytes, tls_cert_hash: bytes, probe: bool = False) -> GossipMessage:
     return GossipMessage(
         tag=EMPTY,
