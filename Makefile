@@ -49,16 +49,21 @@ proto: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/rumor network up $(DEMO_ARGS)
 
-# The figures of BENCHMARKS.md that exist so far (about 35 min on 2 cores): the simulator's sim-100 and sim-1000
-# in both dissemination modes (figures 1-4); real peer processes on loopback, N = 8 and 16, 10 KB / 100 KB / 1 MB,
-# both modes, interleaved with py-libp2p gossipsub (figures 1-4 and the comparison; libp2p goes into
-# bench/.venv-libp2p); one gossip connection against raw loopback TCP (figure 9). Tables on stdout; JSON,
-# Markdown and PNG plots under bench/results/ (see its README.md). BENCH_SCENARIOS=sim-100 skips sim-1000.
+# The figures of BENCHMARKS.md (about 35 min on 2 cores, plus about 10 for figures 5-8): the simulator's sim-100
+# and sim-1000 in both dissemination modes (figures 1-4); real peer processes on loopback, N = 8 and 16, 10 KB /
+# 100 KB / 1 MB, both modes, interleaved with py-libp2p gossipsub (figures 1-4 and the comparison; libp2p goes into
+# bench/.venv-libp2p); on loopback too, crash detection and false dead verdicts under CPU stress, join convergence
+# (N = 8 and 16), catch-up after 1,000 missed blocks and the sustained block rate (N = 8) (figures 5-8); one gossip
+# connection against raw loopback TCP (figure 9); a profile of the simulator. Tables on stdout; JSON, Markdown and
+# PNG plots under bench/results/, and bench/results/README.md rendered from them by bench/report.py. BENCH_SCENARIOS=sim-100 skips sim-1000.
 BENCH_SCENARIOS ?= sim-100,sim-1000
 bench: $(STAMP)
 	$(PY) bench/sim.py --scenarios $(BENCH_SCENARIOS) --jobs 2
 	$(PY) bench/gossipsub.py
+	$(PY) bench/loopback_ops.py
 	$(PY) bench/comm.py --rounds 3 --json bench/results/comm.json
+	$(PY) bench/profile_sim.py --preset sim-100 --seconds 10 --out bench/results/profile-sim.txt
+	$(PY) bench/report.py
 
 docs: $(STAMP)
 	$(PY) -m rumor.ops.configdoc docs/configuration.md

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from rumor.netup import LoadGenerator, rumor_command
-from rumor.network import init_network
+from rumor.network import NetworkLayout, PeerEntry, init_network
 from rumor.sim.runner import git_commit, machine, percentile
 from rumor.sim.scenario import format_size, parse_size
 
@@ -72,13 +72,24 @@ def free_base_port(span: int = 240) -> int:
 
 @dataclass
 class PeerProc:
+    """One peer process and what it reported so far (bench/loopback_peer.py's lines)."""
+
     name: str
     proc: asyncio.subprocess.Process
+    spawned: float = 0.0
+    """time.time() just before the process was spawned."""
     recv: dict[int, tuple[float, str]] = field(default_factory=dict)
     commit: dict[int, float] = field(default_factory=dict)
     stat: dict[str, Any] = field(default_factory=dict)
     final: dict[str, Any] | None = None
     ready: bool = False
+    pki: str = ""
+    alive: list[tuple[float, str]] = field(default_factory=list)
+    """(time, PKI-ID hex) of each peer this one came to list alive (new, or back from dead)."""
+    dead: list[tuple[float, str, str]] = field(default_factory=list)
+    """(time, PKI-ID hex, reason) of each peer this one declared dead."""
+    ready_at: float = 0.0
+    reader: asyncio.Task[None] | None = None
 
     async def read(self) -> None:
         assert self.proc.stdout is not None
@@ -94,10 +105,99 @@ class PeerProc:
                 self.commit.setdefault(int(line["seq"]), float(line["t"]))
             elif ev == "stat":
                 self.stat = line
+            elif ev == "alive":
+                self.alive.append((float(line["t"]), str(line["pki"])))
+            elif ev == "dead":
+                self.dead.append((float(line["t"]), str(line["pki"]), str(line.get("reason", ""))))
             elif ev == "ready":
                 self.ready = True
+                self.ready_at = time.time()
+                self.pki = str(line.get("pki", ""))
             elif ev == "bytes":
                 self.final = line
+
+
+PEER_ENV = {**os.environ, "GRPC_VERBOSITY": "NONE"}
+
+
+async def start_orderer(layout: NetworkLayout, logs: Path) -> asyncio.subprocess.Process:
+    """The network's orderer as a child process, once it is listening (it prints a line then)."""
+    orderer = await asyncio.create_subprocess_exec(
+        *rumor_command(),
+        "--log-level",
+        "warning",
+        "orderer",
+        "start",
+        "--config",
+        str(layout.orderer_config),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=(logs / "orderer.log").open("ab"),
+        env=PEER_ENV,
+    )
+    assert orderer.stdout is not None
+    try:
+        await asyncio.wait_for(orderer.stdout.readline(), 30)
+    except BaseException:
+        await stop_process(orderer)
+        raise
+    return orderer
+
+
+async def start_peer(entry: PeerEntry, layout: NetworkLayout, logs: Path) -> PeerProc:
+    """One peer (bench/loopback_peer.py) as a child process, its stdout read into a PeerProc; its log (stderr)
+    is appended to ``logs/<peer id>.log``. The child gets SIGTERM if this process dies."""
+    spawned = time.time()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(HERE / "loopback_peer.py"),
+        str(entry.config),
+        str(layout.genesis),
+        str(os.getpid()),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=(logs / f"{entry.id}.log").open("ab"),
+        env=PEER_ENV,
+    )
+    peer = PeerProc(entry.id, proc, spawned=spawned)
+    peer.reader = asyncio.create_task(peer.read())
+    return peer
+
+
+async def stop_process(proc: asyncio.subprocess.Process, timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after ``timeout`` seconds; returns once the process is gone."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(proc.wait(), timeout)
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+
+
+async def stop_peers(peers: list[PeerProc], timeout: float = 20.0) -> None:
+    """Stop every peer (SIGTERM all at once, so they write their final line; SIGKILL after ``timeout``),
+    then let their readers finish."""
+    for p in peers:
+        if p.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                p.proc.terminate()
+    await asyncio.gather(*(stop_process(p.proc, timeout) for p in peers))
+    for p in peers:
+        if p.reader is not None:
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(p.reader, 5)
+
+
+def converged(peers: list[PeerProc], n: int, leaders: int = 2) -> bool:
+    """Every peer sees the N - 1 others in the channel, and each org has its leader."""
+    elected = sum(1 for p in peers if p.stat.get("leader"))
+    return all(p.stat.get("channel_peers", 0) >= n - 1 for p in peers) and elected == leaders
+
+
+def held(peers: list[PeerProc], seq: int) -> dict[str, float]:
+    """When each peer first held block ``seq`` (received from gossip or committed; inf if never)."""
+    return {p.name: min(p.recv.get(seq, (math.inf, ""))[0], p.commit.get(seq, math.inf)) for p in peers}
 
 
 async def run_one(n: int, size: int, mode: str, blocks: int, rate: float) -> dict[str, Any]:
@@ -115,44 +215,13 @@ async def run_one(n: int, size: int, mode: str, blocks: int, rate: float) -> dic
         )
         logs = root / "logs"
         logs.mkdir()
-        env = {**os.environ, "GRPC_VERBOSITY": "NONE"}
-        orderer = await asyncio.create_subprocess_exec(
-            *rumor_command(),
-            "--log-level",
-            "warning",
-            "orderer",
-            "start",
-            "--config",
-            str(layout.orderer_config),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=(logs / "orderer.log").open("wb"),
-            env=env,
-        )
-        assert orderer.stdout is not None
-        await asyncio.wait_for(orderer.stdout.readline(), 30)
+        orderer = await start_orderer(layout, logs)
         peers: list[PeerProc] = []
-        readers: list[asyncio.Task[None]] = []
         try:
             for entry in layout.peers:
-                proc = await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    str(HERE / "loopback_peer.py"),
-                    str(entry.config),
-                    str(layout.genesis),
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=(logs / f"{entry.id}.log").open("wb"),
-                    env=env,
-                )
-                peer = PeerProc(entry.id, proc)
-                peers.append(peer)
-                readers.append(asyncio.create_task(peer.read()))
+                peers.append(await start_peer(entry, layout, logs))
             started = time.time()
-
-            def converged() -> bool:
-                leaders = sum(1 for p in peers if p.stat.get("leader"))
-                return all(p.stat.get("channel_peers", 0) >= n - 1 for p in peers) and leaders == 2
-
-            while not converged():
+            while not converged(peers, n):
                 if time.time() - started > 120:
                     raise SystemExit(f"N={n} {mode}: peers did not converge in 120 s (logs in {logs})")
                 await asyncio.sleep(0.25)
@@ -173,20 +242,8 @@ async def run_one(n: int, size: int, mode: str, blocks: int, rate: float) -> dic
             await asyncio.sleep(0.5)
             lo_bytes = loopback_bytes() - lo_before
         finally:
-            for p in peers:
-                if p.proc.returncode is None:
-                    p.proc.terminate()
-            for p in peers:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(p.proc.wait(), 20)
-                if p.proc.returncode is None:
-                    p.proc.kill()
-            for task in readers:
-                with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-                    await asyncio.wait_for(task, 5)
-            orderer.terminate()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(orderer.wait(), 10)
+            await stop_peers(peers)
+            await stop_process(orderer)
     row = figures(n, size, mode, blocks, rate, peers, converge_s)
     row["loopback_bytes_per_block"] = round(lo_bytes / blocks)
     return row
@@ -195,18 +252,20 @@ async def run_one(n: int, size: int, mode: str, blocks: int, rate: float) -> dic
 def figures(
     n: int, size: int, mode: str, blocks: int, rate: float, peers: list[PeerProc], converge_s: float
 ) -> dict[str, Any]:
+    # The org leaders take every block from the orderer: they hold it from time zero (about), not by gossip.
+    leaders = {p.name for p in peers if p.stat.get("leader")}
     tta: list[float] = []
     lat: list[float] = []
     pushed_all = gossip_all = 0
     pulled = transferred = incomplete = 0
     for seq in range(1, blocks + 1):
-        held = {p.name: min(p.recv.get(seq, (math.inf, ""))[0], p.commit.get(seq, math.inf)) for p in peers}
-        t0 = min(held.values())
+        times_held = held(peers, seq)
+        t0 = min(times_held.values())
         if math.isinf(t0):
             incomplete += 1
             continue
-        first = min(held, key=lambda k: held[k])
-        times = [t - t0 for name, t in held.items() if name != first and not math.isinf(t)]
+        first = min(times_held, key=lambda k: times_held[k])
+        times = [t - t0 for name, t in times_held.items() if name != first and not math.isinf(t)]
         if len(times) < n - 1:
             incomplete += 1
         else:
@@ -214,7 +273,7 @@ def figures(
         lat.extend(times)
         vias = []
         for p in peers:
-            if p.name == first:
+            if p.name == first or p.name in leaders:
                 continue
             got = p.recv.get(seq)
             commit = p.commit.get(seq, math.inf)
@@ -233,9 +292,8 @@ def figures(
     wire_total = sum(by_kind.values())
     copies = sum(int(f.get("copies", 0)) for f in finals)
     cpu = [float(f.get("cpu_s", math.nan)) for f in finals]
-    leaders = 2  # each org's leader holds the block from the orderer
     block_wire = size + 600  # envelope, header and orderer signature around the payload
-    receivers = n - leaders
+    receivers = n - max(len(leaders), 1)
     return {
         "scenario": "loopback",
         "peers": n,
@@ -257,11 +315,12 @@ def figures(
         "gossip_coverage": round(gossip_all / blocks, 4),
         "pulled_per_block": round(pulled / blocks, 3),
         "transferred_per_block": round(transferred / blocks, 3),
-        "amplification": round(payload / (blocks * (n - 1) * block_wire), 3),
+        "amplification": round(payload / (blocks * receivers * block_wire), 3),
         "wire_bytes_per_block": round(wire_total / blocks),
         "control_bytes_per_block": round((wire_total - payload) / blocks),
         "bytes_by_kind": dict(sorted(by_kind.items())),
-        "duplicates_per_peer": round(max(0, copies - blocks * receivers) / (blocks * (n - 1)), 3),
+        "duplicates_per_peer": round(max(0, copies - blocks * receivers) / (blocks * receivers), 3),
+        "leaders": sorted(leaders),
         "cpu_s_per_peer_mean": round(statistics.mean(cpu), 2) if cpu else None,
         "cpu_s_per_peer_max": round(max(cpu), 2) if cpu else None,
         "machine": machine(),
