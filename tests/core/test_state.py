@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from rumor.core.state import StateConfig, StateProvider
+from rumor.core.state import GAP_PATIENCE, StateConfig, StateProvider
 from rumor.core.types import Committed, ReceivedMessage, RemotePeer, Send
 from rumor.crypto.blocks import block_header_hash, new_block, sign_block
 from rumor.crypto.cheap import CheapCryptoService, CheapRegistry
@@ -92,6 +92,34 @@ def test_a_block_that_does_not_chain_is_rejected_and_never_committed(
     assert [c.seq_num for c in state.add_payload(1, blocks[1], 2.0)] == [1, 2]
 
 
+def test_a_block_too_far_ahead_starts_anti_entropy_at_once_even_without_known_heights(
+    registry: CheapRegistry, blocks: list[bytes]
+) -> None:
+    """A follower that missed a burst must not wait for the next checkInterval, nor for StateInfos."""
+    source = provider(registry, seed=1)
+    for seq in range(30):
+        source.add_payload(seq, blocks[seq], 0.0)
+    lagging = provider(registry, seed=2, block_buffer_size=5)
+    assert lagging.next_deadline() == lagging.config.check_interval
+    assert lagging.add_payload(29, blocks[29], 1.0, source=A) == []  # pushed by A, far beyond the buffer
+    assert lagging.next_deadline() == 1.0
+    request = only_send(lagging.on_tick(1.0, []))  # no StateInfo shows anyone higher: ask A, who held it
+    assert request.to == (A,)
+    asked = m.open_envelope(request.envelope).state_request
+    assert (asked.start_seq_num, asked.end_seq_num) == (0, lagging.config.batch_size - 1)
+    effects = lagging.on_response(received(only_send(source.on_request(received(request, B), 1.0)), A), 1.0, [])
+    assert lagging.height == lagging.config.batch_size
+    assert only_send(effects).to == (A,)  # still behind: the next batch from the same peer at once
+    assert lagging.next_deadline() == 1.0 + lagging.config.response_timeout
+
+
+def test_a_block_too_far_ahead_waits_for_the_outstanding_request(registry: CheapRegistry, blocks: list[bytes]) -> None:
+    lagging = provider(registry, seed=2, block_buffer_size=5)
+    only_send(lagging.on_tick(lagging.config.check_interval, [(B, 30)]))
+    lagging.add_payload(29, blocks[29], 11.0, source=A)
+    assert lagging.on_tick(11.0, [(B, 30)]) == []  # one request at a time
+
+
 def catch_up(lagging: StateProvider, source: StateProvider, now: float) -> int:
     """Run anti-entropy between two providers until the lagging one stops asking; returns round trips."""
     trips = 0
@@ -166,3 +194,14 @@ def test_disabled_state_transfer_never_asks(registry: CheapRegistry) -> None:
     state = provider(registry, enabled=False)
     assert state.next_deadline() is None
     assert state.on_tick(100.0, [(A, 30)]) == []
+
+
+def test_a_gap_left_open_starts_anti_entropy_after_the_gap_patience(
+    registry: CheapRegistry, blocks: list[bytes]
+) -> None:
+    lagging = provider(registry, seed=2)
+    lagging.add_payload(0, blocks[0], 1.0)
+    assert lagging.next_deadline() == lagging.config.check_interval  # no gap: the periodic check
+    lagging.add_payload(2, blocks[2], 1.0, source=A)  # block 1 missing
+    assert lagging.next_deadline() == 1.0 + GAP_PATIENCE
+    assert only_send(lagging.on_tick(1.0 + GAP_PATIENCE, [])).to == (A,)

@@ -253,7 +253,8 @@ class PeerCore:
         if runtime is None:
             return []
         if kind == "data_msg":
-            return runtime.state.add_payload(m.data_msg.payload.seq_num, m.data_msg.payload.data, now)
+            source = RemotePeer(msg.sender, msg.sender_endpoint) if msg.sender else None
+            return runtime.state.add_payload(m.data_msg.payload.seq_num, m.data_msg.payload.data, now, source)
         if kind == "state_request":
             return runtime.state.on_request(msg, now)
         if kind == "state_response":

@@ -8,8 +8,10 @@ takes them only in order. The provider sits between:
                         else: buffered; the run height, height+1, ... is committed at once
                               (one ledger transaction), each block announced as Committed
 
-    every checkInterval: if a channel peer's StateInfo shows a height above ours,
-        send RemoteStateRequest[height, height+batchSize-1] (end inclusive, capped at
+    every checkInterval (at once when a block arrives too far ahead for the buffer, and
+    GAP_PATIENCE after a gap opened in the buffer):
+        if a channel peer's StateInfo shows a height above ours (or, failing that, the peer
+        that sent the too-far block), send RemoteStateRequest[height, height+batchSize-1] (end inclusive, capped at
         the highest known height) to a random such peer, with a fresh nonce
     response: only the peer asked, only under the nonce asked, only blocks in the range
         asked, each passing verify_block; buffered and committed; still behind -> ask
@@ -43,6 +45,10 @@ from rumor.wire.pb.gossip import message_pb2 as pb
 __all__ = ["LedgerPort", "StateConfig", "StateProvider", "StateStats"]
 
 log = logging.getLogger("rumor.state")
+
+GAP_PATIENCE = 5.0
+"""Seconds a gap in the buffer may stay open before anti-entropy runs (rather than at the next checkInterval):
+longer than Fabric's 4 s pull interval, so that pull gets its round first."""
 
 
 class LedgerPort(Protocol):
@@ -102,6 +108,7 @@ class StateProvider:
         self.stats = StateStats()
         self._next_check: float | None = None
         self._outstanding: _Outstanding | None = None
+        self._ahead_hint: tuple[RemotePeer, int] | None = None  # a peer that held a block too far ahead, +1
 
     @property
     def height(self) -> int:
@@ -116,18 +123,41 @@ class StateProvider:
 
     # --- blocks in ------------------------------------------------------------------------------
 
-    def add_payload(self, seq_num: int, block: bytes, now: float) -> list[Effect]:
-        """A verified block from gossip (or the application); commits whatever became contiguous."""
+    def add_payload(self, seq_num: int, block: bytes, now: float, source: RemotePeer | None = None) -> list[Effect]:
+        """A verified block from gossip (or the application); commits whatever became contiguous.
+
+        A block too far ahead for the buffer proves that we are behind: anti-entropy runs at the next
+        tick rather than at the next checkInterval (and GAP_PATIENCE after a gap opened in the buffer), and
+        may ask ``source`` (which held that block) when no StateInfo shows a higher peer yet. Gossip's store
+        keeps such a block, so pull never offers it again: without this the peer would wait for the
+        periodic check, and with stale heights longer.
+        """
         height = self.height
         if seq_num < height or seq_num in self.buffer:
             self.stats.duplicates += 1
             return []
         if seq_num >= height + self.config.block_buffer_size:
             self.stats.too_far_ahead += 1
+            self._note_ahead(source, seq_num)
+            self._check_by(now)
             return []
         self.buffer[seq_num] = block
         self.stats.buffer_high_water = max(self.stats.buffer_high_water, len(self.buffer))
-        return self._commit_ready(now)
+        effects = self._commit_ready(now)
+        if self.buffer and seq_num >= self.height:
+            # A gap: blocks wait for one we miss. Push or pull usually fill it within a round; if it is
+            # still open GAP_PATIENCE later, anti-entropy fetches it rather than at the next checkInterval.
+            self._note_ahead(source, seq_num)
+            self._check_by(now + GAP_PATIENCE)
+        return effects
+
+    def _note_ahead(self, source: RemotePeer | None, seq_num: int) -> None:
+        if source is not None and (self._ahead_hint is None or seq_num >= self._ahead_hint[1]):
+            self._ahead_hint = (source, seq_num + 1)
+
+    def _check_by(self, at: float) -> None:
+        if self._next_check is not None and self._outstanding is None:
+            self._next_check = min(self._next_check, at)
 
     def _commit_ready(self, now: float) -> list[Effect]:
         height = self.height
@@ -185,6 +215,11 @@ class StateProvider:
     ) -> list[Effect]:
         height = self.height
         higher = [(p, h) for p, h in peer_heights if h > height]
+        hint = self._ahead_hint
+        if hint is not None and hint[1] <= height:
+            hint = self._ahead_hint = None
+        if not higher and hint is not None:
+            higher = [hint]
         if not higher:
             return []
         fresh = [(p, h) for p, h in higher if p.pki_id not in tried] or higher
