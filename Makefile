@@ -54,15 +54,18 @@ demo: $(STAMP)
 # 100 KB / 1 MB, both modes, interleaved with py-libp2p gossipsub (figures 1-4 and the comparison; libp2p goes into
 # bench/.venv-libp2p); on loopback too, crash detection and false dead verdicts under CPU stress, join convergence
 # (N = 8 and 16), catch-up after 1,000 missed blocks and the sustained block rate (N = 8) (figures 5-8); one gossip
-# connection against raw loopback TCP (figure 9); a profile of the simulator. Tables on stdout; JSON, Markdown and
+# connection against raw loopback TCP (figure 9); a profile of the simulator, and py-spy profiles of real peers
+# at 24 blocks/s (bench/profile_peer.py; py-spy is installed into the venv here). Tables on stdout; JSON, Markdown and
 # PNG plots under bench/results/, and bench/results/README.md rendered from them by bench/report.py. BENCH_SCENARIOS=sim-100 skips sim-1000.
 BENCH_SCENARIOS ?= sim-100,sim-1000
 bench: $(STAMP)
+	$(VENV)/bin/pip install -q py-spy
 	$(PY) bench/sim.py --scenarios $(BENCH_SCENARIOS) --jobs 2
 	$(PY) bench/gossipsub.py
 	$(PY) bench/loopback_ops.py
 	$(PY) bench/comm.py --rounds 3 --json bench/results/comm.json
 	$(PY) bench/profile_sim.py --preset sim-100 --seconds 10 --out bench/results/profile-sim.txt
+	$(PY) bench/profile_peer.py
 	$(PY) bench/report.py
 
 docs: $(STAMP)

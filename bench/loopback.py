@@ -32,6 +32,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -200,7 +201,31 @@ def held(peers: list[PeerProc], seq: int) -> dict[str, float]:
     return {p.name: min(p.recv.get(seq, (math.inf, ""))[0], p.commit.get(seq, math.inf)) for p in peers}
 
 
-async def run_one(n: int, size: int, mode: str, blocks: int, rate: float) -> dict[str, Any]:
+@dataclass
+class Flowing:
+    """What run_one's ``during`` callback is given the moment the load generator starts."""
+
+    orderer: asyncio.subprocess.Process
+    peers: list[PeerProc]
+    load: LoadGenerator
+    """Its ``blocks`` counts the blocks submitted so far (the orderer cuts one per submission)."""
+    started: float
+    """time.time() when the load generator was started."""
+
+
+async def run_one(
+    n: int,
+    size: int,
+    mode: str,
+    blocks: int,
+    rate: float,
+    during: Callable[[Flowing], Coroutine[Any, Any, object]] | None = None,
+) -> dict[str, Any]:
+    """One network of ``n`` peers fed ``blocks`` blocks of ``size`` bytes at ``rate`` per second: its figures.
+
+    ``during``, if given, runs as a task beside the load from the moment the load starts (given the processes
+    and the load generator); the network stays up until it returned (after the blocks drained), and it is
+    cancelled if the run fails. Its exceptions propagate."""
     with tempfile.TemporaryDirectory(prefix="rumor-loopback-") as tmp:
         root = Path(tmp) / "net"
         overrides: dict[str, object] = {"dissemination": mode, "election.startupGracePeriod": "2s"}
@@ -217,6 +242,7 @@ async def run_one(n: int, size: int, mode: str, blocks: int, rate: float) -> dic
         logs.mkdir()
         orderer = await start_orderer(layout, logs)
         peers: list[PeerProc] = []
+        side: asyncio.Task[object] | None = None
         try:
             for entry in layout.peers:
                 peers.append(await start_peer(entry, layout, logs))
@@ -230,6 +256,8 @@ async def run_one(n: int, size: int, mode: str, blocks: int, rate: float) -> dic
             lo_before = loopback_bytes()
             load = LoadGenerator(root, layout.channel, rate, size)
             load_task = asyncio.create_task(load.run())
+            if during is not None:
+                side = asyncio.create_task(during(Flowing(orderer, peers, load, time.time())))
             while load.blocks < blocks:
                 await asyncio.sleep(0.01)
             load_task.cancel()
@@ -241,7 +269,13 @@ async def run_one(n: int, size: int, mode: str, blocks: int, rate: float) -> dic
                 await asyncio.sleep(0.1)
             await asyncio.sleep(0.5)
             lo_bytes = loopback_bytes() - lo_before
+            if side is not None:
+                await side
         finally:
+            if side is not None and not side.done():
+                side.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await side
             await stop_peers(peers)
             await stop_process(orderer)
     row = figures(n, size, mode, blocks, rate, peers, converge_s)

@@ -7,6 +7,8 @@ The template is Markdown with directives in double braces:
     {{include NAME}}    the file NAME of the results directory as it is: the Markdown tables of bench/sim.py,
                         loopback.py, gossipsub.py, loopback_ops.py and comm.py, each starting with an italic
                         line that names the machine, the commit, the scenario and the seed
+    {{include_text NAME}}  the file NAME of the results directory as it is, inside a ```text fence (for plain
+                        text such as profile-peer.txt of bench/profile_peer.py)
     {{comm_table}}      figure 9 from comm.json: envelope size, transport, messages/s, MB/s, against raw TCP
     {{bounds_table}}    the bounds of BENCHMARKS.md beside the figures of sim-100.json, sim-1000.json and
                         loopback.json, one row per bound, scenario and mode ({{bounds_table A.json B.json}}:
@@ -125,17 +127,34 @@ def not_measured(problem: str, how: str = "run make bench") -> str:
 # --- {{include NAME}} ------------------------------------------------------------------------------------
 
 
-def _include(ctx: _Context, args: Sequence[str]) -> str:
+def _included_text(ctx: _Context, directive: str, args: Sequence[str]) -> tuple[str | None, str]:
+    """(the named result file's text, "") or (None, what to render instead) for {{include}} and {{include_text}}."""
     if len(args) != 1:
-        return _bad_directive(ctx, "include", args, "expected one file name")
+        return None, _bad_directive(ctx, directive, args, "expected one file name")
     name = args[0]
     if name != Path(name).name or name.startswith("."):
-        return _bad_directive(ctx, "include", args, "expected a file name inside the results directory")
+        return None, _bad_directive(ctx, directive, args, "expected a file name inside the results directory")
     ctx.included.add(name)
     text, problem = ctx.read_text(name)
     if text is None:
-        return not_measured(problem)
-    return text.strip("\n")
+        return None, not_measured(problem)
+    return text, ""
+
+
+def fenced(text: str) -> str:
+    """``text`` inside a ```text fence, longer than any run of backticks it holds."""
+    fence = "`" * max([3, *(len(m) + 1 for m in re.findall(r"`{3,}", text))])
+    return "\n".join([f"{fence}text", text, fence])
+
+
+def _include(ctx: _Context, args: Sequence[str]) -> str:
+    text, instead = _included_text(ctx, "include", args)
+    return instead if text is None else text.strip("\n")
+
+
+def _include_text(ctx: _Context, args: Sequence[str]) -> str:
+    text, instead = _included_text(ctx, "include_text", args)
+    return instead if text is None else fenced(text.strip("\n"))
 
 
 # --- {{comm_table}} --------------------------------------------------------------------------------------
@@ -431,8 +450,7 @@ def _profile(ctx: _Context, args: Sequence[str]) -> str:
     shown = all_lines[:lines]
     if len(all_lines) > lines:
         shown.append(f"... ({len(all_lines) - lines} more lines in {PROFILE})")
-    fence = "`" * max([3, *(len(m) + 1 for m in re.findall(r"`{3,}", text))])
-    return "\n".join([f"{fence}text", *shown, fence])
+    return fenced("\n".join(shown))
 
 
 # --- rendering -------------------------------------------------------------------------------------------
@@ -446,6 +464,7 @@ def _bad_directive(ctx: _Context, name: str, args: Sequence[str], why: str) -> s
 
 DIRECTIVES: dict[str, Callable[[_Context, Sequence[str]], str]] = {
     "include": _include,
+    "include_text": _include_text,
     "comm_table": _comm_table,
     "bounds_table": _bounds_table,
     "profile": _profile,

@@ -90,6 +90,25 @@ def test_include_present_and_missing(tmp_path: Path) -> None:
     assert out.warnings == []
 
 
+def test_include_text_is_fenced(tmp_path: Path) -> None:
+    (tmp_path / "profile-peer.txt").write_text("\nmachine: 3 cores\n  42.0 %  Ledger.commit_many\n```\n\n")
+    out = render(tmp_path, "a\n\n{{include_text profile-peer.txt}}\n\nb\n")
+    # the file's own ``` makes the fence longer, so the block cannot end early
+    assert "a\n\n````text\nmachine: 3 cores\n  42.0 %  Ledger.commit_many\n```\n````\n\nb" in out.text
+    assert out.used == {"profile-peer.txt": tmp_path / "profile-peer.txt"}
+    assert out.warnings == []
+    (tmp_path / "plain.txt").write_text("one line\n")
+    assert "```text\none line\n```" in render(tmp_path, "{{include_text plain.txt}}").text
+    missing = render(tmp_path, "{{include_text gone.txt}}")
+    assert "*not measured in this run: res/gone.txt is missing (run make bench)*" in missing.text
+    assert "```" not in missing.text
+    assert missing.used == {"gone.txt": None}
+    refused = render(tmp_path, "{{include_text ../secret.txt}}\n{{include_text}}\n")
+    assert "`{{include_text ../secret.txt}}` not rendered: expected a file name inside" in refused.text
+    assert "`{{include_text}}` not rendered: expected one file name" in refused.text
+    assert len(refused.warnings) == 2
+
+
 def test_include_outside_the_results_is_refused(tmp_path: Path) -> None:
     out = render(tmp_path, "{{include ../secret.md}}\n{{nonsense}}\n")
     assert "not rendered: expected a file name inside the results directory" in out.text
