@@ -71,14 +71,20 @@ def machine() -> str:
 
 
 def git_commit(path: Path | None = None) -> str:
-    """The commit of the working tree (with '+dirty' when it has changes), or 'unknown'."""
+    """The commit of the working tree (with '+dirty' when it has changes), or 'unknown'.
+
+    Changes under bench/results do not count: the benchmarks write their results there as they go.
+    """
     where = path or Path(__file__).resolve().parent
     try:
         head = subprocess.run(
             ["git", "rev-parse", "--short=12", "HEAD"], cwd=where, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=where, capture_output=True, text=True
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)", ":(top,exclude)bench/results"],
+            cwd=where,
+            capture_output=True,
+            text=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
