@@ -66,6 +66,7 @@ bench: $(STAMP)
 	$(PY) bench/comm.py --rounds 3 --json bench/results/comm.json
 	$(PY) bench/profile_sim.py --preset sim-100 --seconds 10 --out bench/results/profile-sim.txt
 	$(PY) bench/profile_peer.py
+	$(PY) bench/profile_peer.py --rate 56 --out bench/results/profile-peer-saturated.txt
 	$(PY) bench/report.py
 
 docs: $(STAMP)
