@@ -5,28 +5,16 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from rumor_processes import RUMOR
 
 from rumor import __version__, cli
 from rumor.config import load_config
-
-
-def _rumor_script() -> str:
-    beside = Path(sys.executable).parent / "rumor"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("rumor")
-    assert found, "the rumor console script is not installed"
-    return found
-
-
-RUMOR = _rumor_script()
 
 
 def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

@@ -13,7 +13,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "browser"))
 
-from netup_proc import RUMOR, UpProcess, alive, clean_env, free_base_port, network_up, wait_until
+from netup_proc import UpProcess, alive, free_base_port, network_up
+from polling import wait_until
+from rumor_processes import RUMOR, clean_env
 
 from rumor.network import init_network
 

@@ -12,12 +12,12 @@ import os
 import shutil
 import signal
 import socket
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from rumor_processes import RUMOR, clean_env
 
 from rumor import channelconfig as cc
 from rumor.crypto import GeneratedMaterial, default_spec, generate, load_signing_identity
@@ -26,28 +26,9 @@ from rumor.orderer import ClientTLS, DeliverClient
 CHANNEL = "mychannel"
 
 
-def _rumor_script() -> str:
-    beside = Path(sys.executable).parent / "rumor"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("rumor")
-    assert found, "the rumor console script is not installed"
-    return found
-
-
-RUMOR = _rumor_script()
-
-
-def _env() -> dict[str, str]:
-    # The caller's own RUMOR_/ORDERER_ variables would change the results (or be rejected as unknown keys).
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith(("RUMOR_", "ORDERER_"))}
-    env["COLUMNS"] = "120"
-    return env
-
-
 async def run(*args: str, timeout: float = 60) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        RUMOR, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=_env()
+        RUMOR, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=clean_env()
     )
     try:
         stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout)
@@ -142,7 +123,7 @@ async def orderer_process(network: Network, log: Path) -> AsyncIterator[asyncio.
     with log.open("wb") as stderr:
         proc = await asyncio.create_subprocess_exec(
             RUMOR, "orderer", "start", "--config", str(network.config),
-            stdout=asyncio.subprocess.PIPE, stderr=stderr, env=_env(),
+            stdout=asyncio.subprocess.PIPE, stderr=stderr, env=clean_env(),
         )  # fmt: skip
     try:
         assert proc.stdout is not None

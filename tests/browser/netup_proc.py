@@ -8,31 +8,17 @@ import json
 import os
 import random
 import re
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-T = TypeVar("T")
-
-
-def _rumor_script() -> str:
-    beside = Path(sys.executable).parent / "rumor"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("rumor")
-    assert found, "the rumor console script is not installed"
-    return found
-
-
-RUMOR = _rumor_script()
+from rumor_processes import RUMOR, clean_env
 
 FAST_GOSSIP = {
     # Fabric's timings are made for networks that live for months; a test wants leaders within seconds.
@@ -41,14 +27,6 @@ FAST_GOSSIP = {
     "RUMOR_PEER_GOSSIP_STATE_CHECKINTERVAL": "2s",
     "RUMOR_PEER_GOSSIP_PULLINTERVAL": "2s",
 }
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """The environment without the caller's RUMOR_/ORDERER_ variables, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith(("RUMOR_", "ORDERER_"))}
-    env["COLUMNS"] = "160"
-    env.update(extra)
-    return env
 
 
 def _port_free(port: int) -> bool:
@@ -70,23 +48,6 @@ def free_base_port(peers: int) -> int:
         if all(_port_free(p) for p in ports):
             return base
     raise RuntimeError("no free port range found")
-
-
-def wait_until(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.2) -> T:
-    """Poll ``predicate`` until it returns something truthy; AssertionError naming ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            last = predicate()
-        except Exception as exc:  # not there yet (a refused connection, ...)
-            last = exc
-        else:
-            if last:
-                return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-        time.sleep(interval)
 
 
 def alive(pid: int) -> bool:

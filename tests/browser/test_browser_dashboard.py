@@ -14,7 +14,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from netup_proc import alive, free_base_port, network_up, wait_until
+from netup_proc import alive, free_base_port, network_up
+from polling import wait_until
 
 CHROMIUM = os.environ.get("RUMOR_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [

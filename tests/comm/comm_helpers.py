@@ -3,8 +3,7 @@ and ``wait_for``. Named uniquely because test directories are not packages."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,13 +68,3 @@ def make_comm(files: PeerFiles, *, tls: bool = True, tracer: Tracer | None = Non
     mcs = crypto_service(files)
     cfg = CommConfig(tls=tls_material(files) if tls else None, **config)  # type: ignore[arg-type]
     return Comm(cfg, mcs, mcs, mcs.identity, tracer=tracer)
-
-
-async def wait_for(predicate: Callable[[], object], timeout: float = 5.0, interval: float = 0.01) -> None:
-    """Poll ``predicate`` until it is true; fail the test after ``timeout`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s: {getattr(predicate, '__name__', predicate)}")
-        await asyncio.sleep(interval)

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import grpc
 import pytest
-from comm_helpers import KNOWN_ORGS, crypto_service, peer_files, tls_material, wait_for
+from comm_helpers import KNOWN_ORGS, crypto_service, peer_files, tls_material
 from grpc import aio
+from polling import wait_for
 
 from rumor.comm import Comm, CommConfig, CommError, HandshakeError
 from rumor.comm.comm import GOSSIP_STREAM, PING

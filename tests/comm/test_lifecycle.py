@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from comm_helpers import make_comm, wait_for
+from comm_helpers import make_comm
+from polling import wait_for
 from test_messaging import data, peer
 
 from rumor.core.types import RemotePeer

@@ -6,7 +6,8 @@ import asyncio
 import logging
 
 import pytest
-from comm_helpers import crypto_service, wait_for
+from comm_helpers import crypto_service
+from polling import wait_for
 from test_handshake import RawDialer
 
 from rumor.comm import CommError

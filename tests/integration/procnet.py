@@ -16,18 +16,17 @@ import contextlib
 import itertools
 import os
 import random
-import shutil
 import signal
 import socket
 import subprocess
-import sys
-import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+from polling import wait_for
+from rumor_processes import RUMOR, clean_env
 
 from rumor import channelconfig
 from rumor.comm import Comm, CommConfig, TLSMaterial
@@ -61,29 +60,6 @@ FAST_GOSSIP: dict[str, object] = {
     "state.responseTimeout": "2s",
 }
 
-POLL = 0.2
-"""Seconds between two looks at a condition."""
-
-
-def rumor_script() -> str:
-    beside = Path(sys.executable).parent / "rumor"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("rumor")
-    assert found, "the rumor console script is not installed"
-    return found
-
-
-RUMOR = rumor_script()
-
-
-def _env() -> dict[str, str]:
-    # The caller's own RUMOR_ variables would change the peers' configuration.
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith(("RUMOR_", "ORDERER_"))}
-    env["COLUMNS"] = "160"
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
 
 def _port_free(port: int) -> bool:
     with contextlib.closing(socket.socket()) as sock:
@@ -112,30 +88,6 @@ def free_base_port(peers: int) -> int:
         if all(_port_free(p) for p in ports):
             return base
     raise AssertionError("no free range of ports found")
-
-
-async def wait_for(
-    condition: Callable[[], Awaitable[object] | object],
-    timeout: float,
-    what: str,
-    *,
-    describe: Callable[[], str] = str,
-    interval: float = POLL,
-) -> Any:
-    """Poll ``condition`` (sync or async) every ``interval`` s until it returns a true value, which is returned.
-
-    After ``timeout`` seconds the test fails, naming ``what`` and whatever ``describe()`` tells of the state.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if isinstance(result, Awaitable):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:g}s: {what}; {describe()}")
-        await asyncio.sleep(interval)
 
 
 @dataclass
@@ -216,7 +168,7 @@ class Cluster:
         with out.open("wb") as stdout, err.open("wb") as stderr:
             popen = subprocess.Popen(
                 [RUMOR, *args], stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL,
-                env=_env(), cwd=self.root, start_new_session=True,
+                env=clean_env(), cwd=self.root, start_new_session=True,
             )  # fmt: skip
         proc = Proc(name, tuple(args), popen, out, err)
         self.procs.append(proc)

@@ -14,7 +14,8 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
-from procnet import Cluster, Load, block_hash, make_network, orderer_height, read_chain, verify_chain, wait_for
+from polling import wait_for
+from procnet import Cluster, Load, block_hash, make_network, orderer_height, read_chain, verify_chain
 
 from rumor.network import NetworkLayout
 

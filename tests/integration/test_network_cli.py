@@ -15,7 +15,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from procnet import (
-    RUMOR,
     Cluster,
     block_hash,
     free_base_port,
@@ -26,6 +25,7 @@ from procnet import (
     verify_chain,
     wait_for,
 )
+from rumor_processes import RUMOR
 
 from rumor import channelconfig
 from rumor.crypto.identity import load_signing_identity

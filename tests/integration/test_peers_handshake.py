@@ -9,7 +9,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from procnet import Cluster, make_network, wait_for
+from polling import wait_for
+from procnet import Cluster, make_network
 
 from rumor.config import load_config
 from rumor.network import NetworkLayout

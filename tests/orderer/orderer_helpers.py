@@ -5,11 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import time
-from collections.abc import Callable
 
 import grpc
-import pytest
 
 from rumor.channelconfig import new_envelope, open_envelope
 from rumor.crypto import GeneratedMaterial, SigningIdentity, load_signing_identity
@@ -26,15 +23,6 @@ ABSOLUTE_MAX = 64 * 1024
 def user(material: GeneratedMaterial, mspid: str, name: str = "User1") -> SigningIdentity:
     org = material.org(mspid)
     return load_signing_identity(next(u for u in org.users if u.name == name).msp_dir, mspid)
-
-
-async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    """Poll ``predicate`` until it holds; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def free_port() -> int:

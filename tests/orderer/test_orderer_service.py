@@ -20,8 +20,8 @@ from orderer_helpers import (
     raw_broadcast,
     raw_deliver,
     seek,
-    wait_for,
 )
+from polling import wait_for
 
 from rumor import channelconfig as cc
 from rumor.crypto import X509CryptoService, block_header_hash
