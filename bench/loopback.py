@@ -27,7 +27,6 @@ import contextlib
 import json
 import math
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -38,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from rumor.netup import LoadGenerator, rumor_command
-from rumor.network import NetworkLayout, PeerEntry, init_network
+from rumor.network import NetworkLayout, PeerEntry, free_base_port, init_network
 from rumor.sim.runner import git_commit, machine, percentile
 from rumor.sim.scenario import format_size, parse_size
 
@@ -53,22 +52,6 @@ def loopback_bytes() -> int:
         if name.strip() == "lo":
             return int(counters.split()[8])
     return 0
-
-
-def free_base_port(span: int = 240) -> int:
-    """A base port whose next ``span`` ports look free (network init uses base+1.. and base+101..)."""
-    for base in range(20000, 60000, 1000):
-        ok = True
-        for port in (base, base + 1, base + 101, base + span // 2):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise SystemExit("no free port range found")
 
 
 @dataclass
@@ -233,7 +216,7 @@ async def run_one(
             root,
             orgs=2,
             peers_per_org=n // 2,
-            base_port=free_base_port(),
+            base_port=free_base_port(n),
             max_message_count=1,
             batch_timeout=0.05,
             gossip_overrides=overrides,

@@ -68,7 +68,6 @@ from loopback import (
     HERE,
     PeerProc,
     converged,
-    free_base_port,
     held,
     start_orderer,
     start_peer,
@@ -77,7 +76,7 @@ from loopback import (
 )
 
 from rumor.netup import LoadGenerator
-from rumor.network import NetworkLayout, init_network
+from rumor.network import NetworkLayout, free_base_port, init_network
 from rumor.sim.runner import git_commit, machine, percentile
 from rumor.sim.scenario import format_size, parse_size
 
@@ -108,7 +107,7 @@ def scratch(prefix: str) -> Iterator[Path]:
 
 def new_network(tmp: Path, n: int, **options: Any) -> tuple[NetworkLayout, Path]:
     layout = init_network(
-        tmp / "net", orgs=2, peers_per_org=n // 2, base_port=free_base_port(), gossip_overrides=STARTUP, **options
+        tmp / "net", orgs=2, peers_per_org=n // 2, base_port=free_base_port(n), gossip_overrides=STARTUP, **options
     )
     logs = tmp / "logs"
     logs.mkdir()

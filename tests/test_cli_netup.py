@@ -13,11 +13,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "browser"))
 
-from netup_proc import UpProcess, alive, free_base_port, network_up
+from netup_proc import UpProcess, alive, network_up
 from polling import wait_until
 from rumor_processes import RUMOR, clean_env
 
-from rumor.network import init_network
+from rumor.network import free_base_port, init_network
 
 
 def run(*args: str, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -18,7 +18,10 @@ tests use it to shorten Fabric's timings, which are made for networks that live 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import random
+import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -82,6 +85,40 @@ class NetworkLayout:
     def in_channel(self, peer: PeerEntry) -> bool:
         """Whether ``peer``'s org is a member of the channel (and so may join it)."""
         return not self.channel_orgs or peer.org in self.channel_orgs
+
+
+def layout_ports(base_port: int, peers: int) -> list[int]:
+    """The ports a network of ``peers`` peers takes from ``base_port`` on: the orderer's, then each peer's
+    gossip port (base + 1 + k) and operations port (base + 101 + k)."""
+    return [base_port, *(base_port + 1 + k for k in range(peers)), *(base_port + 101 + k for k in range(peers))]
+
+
+def free_base_port(peers: int, rng: random.Random | None = None) -> int:
+    """A base port whose ``layout_ports`` are all free on 127.0.0.1 now (for tests and benchmarks).
+
+    Drawn below the kernel's ephemeral range, so that outgoing connections of other processes cannot take
+    one of the ports between this check and the listeners' binds.
+    """
+    low = 32768
+    with contextlib.suppress(OSError, ValueError):
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    top = max(low, 12000) - 250
+    rng = rng or random.Random(os.urandom(8))
+    for _ in range(200):
+        base = rng.randrange(10000, top)
+        if all(_port_free(port) for port in layout_ports(base, peers)):
+            return base
+    raise NetworkInitError("no free range of ports found on 127.0.0.1")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _rel(path: Path, start: Path) -> str:

@@ -6,10 +6,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
 import re
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -27,27 +25,6 @@ FAST_GOSSIP = {
     "RUMOR_PEER_GOSSIP_STATE_CHECKINTERVAL": "2s",
     "RUMOR_PEER_GOSSIP_PULLINTERVAL": "2s",
 }
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_base_port(peers: int) -> int:
-    """A base port P such that P, P+1..P+peers and P+101..P+100+peers are free (network init's layout)."""
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20000, 60000, 10)
-        ports = [base, *range(base + 1, base + 1 + peers), *range(base + 101, base + 101 + peers)]
-        if all(_port_free(p) for p in ports):
-            return base
-    raise RuntimeError("no free port range found")
 
 
 def alive(pid: int) -> bool:

@@ -14,8 +14,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from netup_proc import alive, free_base_port, network_up
+from netup_proc import alive, network_up
 from polling import wait_until
+
+from rumor.network import free_base_port
 
 CHROMIUM = os.environ.get("RUMOR_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -15,9 +15,7 @@ import asyncio
 import contextlib
 import itertools
 import os
-import random
 import signal
-import socket
 import subprocess
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +33,7 @@ from rumor.crypto.identity import load_signing_identity
 from rumor.crypto.mcs import X509CryptoService
 from rumor.ledger import Ledger
 from rumor.ledger.store import check_chain
-from rumor.network import NetworkLayout, PeerEntry, apply_gossip_overrides, init_network, load_layout
+from rumor.network import NetworkLayout, PeerEntry, apply_gossip_overrides, free_base_port, init_network, load_layout
 from rumor.orderer.client import BroadcastClient, DeliverClient
 from rumor.orderer.netdir import network_target
 from rumor.wire.pb.common import common_pb2
@@ -59,35 +57,6 @@ FAST_GOSSIP: dict[str, object] = {
     "state.checkInterval": "1s",
     "state.responseTimeout": "2s",
 }
-
-
-def _port_free(port: int) -> bool:
-    with contextlib.closing(socket.socket()) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_base_port(peers: int) -> int:
-    """A base port for ``init_network`` whose ports (base, base+1+k, base+101+k) are all free now.
-
-    Drawn below the kernel's ephemeral range, so that outgoing connections of other processes cannot take
-    one of them between this check and the listener's bind.
-    """
-    low = 32768
-    with contextlib.suppress(OSError, ValueError):
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    top = max(low, 12000) - 250
-    rng = random.Random(os.urandom(8))
-    for _ in range(200):
-        base = rng.randrange(10000, top)
-        ports = [base, *(base + 1 + k for k in range(peers)), *(base + 101 + k for k in range(peers))]
-        if all(_port_free(p) for p in ports):
-            return base
-    raise AssertionError("no free range of ports found")
 
 
 @dataclass

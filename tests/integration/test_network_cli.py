@@ -17,7 +17,6 @@ from pathlib import Path
 from procnet import (
     Cluster,
     block_hash,
-    free_base_port,
     orderer_height,
     payloads_of,
     read_chain,
@@ -29,7 +28,7 @@ from rumor_processes import RUMOR
 
 from rumor import channelconfig
 from rumor.crypto.identity import load_signing_identity
-from rumor.network import NetworkLayout, load_layout
+from rumor.network import NetworkLayout, free_base_port, load_layout
 
 
 async def rumor_network_init(out: Path, *args: str) -> NetworkLayout:

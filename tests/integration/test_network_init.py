@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 from pathlib import Path
 
 import pytest
 
 from rumor import channelconfig
 from rumor.config import load_config
-from rumor.network import NetworkInitError, apply_gossip_overrides, init_network, load_layout
+from rumor.network import (
+    NetworkInitError,
+    apply_gossip_overrides,
+    free_base_port,
+    init_network,
+    layout_ports,
+    load_layout,
+)
 
 
 def test_gossip_overrides_reach_every_core_yaml_and_are_validated(tmp_path: Path) -> None:
@@ -52,3 +61,15 @@ def test_channel_orgs_and_max_message_count(tmp_path: Path) -> None:
     everyone = init_network(tmp_path / "all", orgs=2, peers_per_org=1, base_port=17050)
     assert everyone.channel_orgs == () and all(everyone.in_channel(p) for p in everyone.peers)
     assert load_layout(everyone.root) == everyone
+
+
+def test_free_base_port_gives_a_layout_whose_every_port_binds() -> None:
+    base = free_base_port(3)
+    ports = layout_ports(base, 3)
+    assert ports == [base, base + 1, base + 2, base + 3, base + 101, base + 102, base + 103]
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    assert max(ports) < low  # below the ephemeral range: no outgoing connection takes one meanwhile
+    with contextlib.ExitStack() as bound:
+        for port in ports:
+            sock = bound.enter_context(socket.socket())
+            sock.bind(("127.0.0.1", port))

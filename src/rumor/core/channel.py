@@ -559,7 +559,7 @@ class Channel:
         if self.left or not msg.message.data_msg.HasField("payload"):
             return []
         item = SignedMessage(msg.envelope, msg.message)
-        if not self._block_is_new(item):
+        if not self._block_is_new(msg.message.data_msg.payload.seq_num):
             self.stats.blocks_duplicate += 1
             return []
         if not self._verify_block(msg.message, msg.sender, now):
@@ -592,14 +592,15 @@ class Channel:
             self._newest_block = max(self._newest_block, item.message.data_msg.payload.seq_num)
         return added
 
-    def _block_is_new(self, item: SignedMessage) -> bool:
-        """``blocks.check_valid(item)``, without its scan of every held block when none can be far ahead."""
-        seq = item.message.data_msg.payload.seq_num
+    def _block_is_new(self, seq: int) -> bool:
+        """Whether the store would take block ``seq`` (``blocks.check_valid``), without its scan of every
+        held block when none can be far enough ahead to make this one stale."""
         if block_digest(seq) in self.blocks:
             return False
         if seq + self.config.max_block_count_to_store >= self._newest_block:
             return True
-        return self.blocks.check_valid(item)
+        probe = wire.data_message(self.name_bytes, seq, b"")
+        return self.blocks.check_valid(SignedMessage(pb.Envelope(), probe))
 
     def add_own_leadership(self, item: SignedMessage, now: float) -> bool:
         return self.leaders.add(item, now)
@@ -650,12 +651,7 @@ class Channel:
             seq = int(digest.decode("ascii"))
         except (UnicodeDecodeError, ValueError):
             return False
-        if seq < self.ledger_height or seq < 0 or digest in self.blocks:
-            return False
-        if seq + self.config.max_block_count_to_store >= self._newest_block:
-            return True  # no block held can be far enough ahead to make this one stale: skip the scan
-        probe = wire.data_message(self.name_bytes, seq, b"")
-        return self.blocks.check_valid(SignedMessage(pb.Envelope(), probe))
+        return seq >= 0 and seq >= self.ledger_height and self._block_is_new(seq)
 
     def digest_of(self, item: pb.GossipMessage) -> bytes | None:
         if item.WhichOneof("content") != "data_msg" or item.channel != self.name_bytes:
@@ -671,7 +667,7 @@ class Channel:
         self, envelope: pb.Envelope, item: pb.GossipMessage, source: ReceivedMessage, now: float, via: str
     ) -> list[Effect] | None:
         signed = SignedMessage(envelope, item)
-        if self.left or not self._block_is_new(signed):
+        if self.left or not self._block_is_new(item.data_msg.payload.seq_num):
             return []
         if not self._verify_block(item, source.sender, now):
             return None
