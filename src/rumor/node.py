@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rumor import channelconfig
+from rumor import channelconfig, configtx
 from rumor.comm.comm import Comm
 from rumor.comm.config import CommConfig
 from rumor.config import Config
@@ -62,7 +62,6 @@ from rumor.ops.metrics import PeerMetrics
 from rumor.ops.server import OperationsServer
 from rumor.orderer.client import ClientTLS, DeliverClient, DeliverError
 from rumor.wire.pb.common import common_pb2
-from rumor.wire.pb.rumorpb import channel_pb2
 
 log = logging.getLogger("rumor.peer")
 
@@ -123,7 +122,7 @@ class Peer:
         self._wake = asyncio.Event()
         self._started = False
         self._stopping = False
-        self._channel_configs: dict[str, channel_pb2.ChannelConfig] = {}
+        self._channel_configs: dict[str, channelconfig.ChannelConfig] = {}
         self.signer: SigningIdentity
         self.registry: OrgRegistry
         self.mcs: X509CryptoService
@@ -158,10 +157,12 @@ class Peer:
         self.registry = OrgRegistry([own_org])
         self.mcs = X509CryptoService(self.signer, self.registry)
         for channel in self.ledger.channels():
-            genesis = self.ledger.get_block(channel, 0)
-            assert genesis is not None
-            self._adopt_channel_config(channelconfig.read_genesis(genesis))
-        extra_roots = [pem for cfg in self._channel_configs.values() for pem in _tls_roots(cfg)]
+            try:
+                self._adopt_channel_config(channelconfig.latest_config(self.ledger, channel))
+            except (channelconfig.ChannelConfigError, PeerError) as exc:
+                self.ledger.close()
+                raise PeerError(f"ledger {self.ledger.path}: {exc}") from None
+        extra_roots = [pem for cfg in self._channel_configs.values() for pem in cfg.tls_roots]
         try:
             comm_config = CommConfig.from_config(self.config, extra_root_cas_pem=extra_roots)
         except (OSError, ValueError) as exc:
@@ -364,19 +365,19 @@ class Peer:
         try:
             cfg = channelconfig.read_genesis(raw)
         except channelconfig.ChannelConfigError as exc:
-            raise PeerError(f"not a genesis block: {exc}") from None
+            raise PeerError(str(exc) if str(exc).startswith("not a") else f"not a genesis block: {exc}") from None
         if self.config.peer.local_msp_id not in {o.mspid for o in cfg.orgs}:
             raise PeerError(f"channel {cfg.name}: org {self.config.peer.local_msp_id} is not a member")
         existing = self.ledger.get_block(cfg.name, 0)
         if existing is not None and common_pb2.Block.FromString(existing) != common_pb2.Block.FromString(raw):
             raise PeerError(f"channel {cfg.name}: the ledger holds a different genesis block")
-        self._adopt_channel_config(cfg)
-        try:
-            self.mcs.verify_block(cfg.name, 0, raw)
-        except CryptoError as exc:
-            raise PeerError(f"channel {cfg.name}: genesis block does not verify: {exc}") from None
+        # A genesis block is trusted because the operator hands it over (Fabric does not verify it either; a
+        # configtxgen genesis carries no signature at all); read_genesis checked its hashes and its config.
         if existing is None:
+            self._adopt_channel_config(cfg)
             self.ledger.commit(cfg.name, raw)
+        else:
+            cfg = self._channel_configs.get(cfg.name, cfg)
         self._apply(self.core.join_channel(cfg.name, _orgs(cfg), _anchors(cfg), now=self._now()))
         self._commit_events.setdefault(cfg.name, asyncio.Event()).set()
         return cfg.name
@@ -406,8 +407,8 @@ class Peer:
         if not task.cancelled() and task.exception() is not None and not self._stopping:
             log.error("peer task %s failed", task.get_name(), exc_info=task.exception())
 
-    def _adopt_channel_config(self, cfg: channel_pb2.ChannelConfig) -> None:
-        configs = [*self._channel_configs.values(), cfg]
+    def _adopt_channel_config(self, cfg: channelconfig.ChannelConfig) -> None:
+        configs = [c for name, c in self._channel_configs.items() if name != cfg.name] + [cfg]
         try:
             merged = channelconfig.org_registry(configs)
         except channelconfig.ChannelConfigError as exc:
@@ -415,8 +416,58 @@ class Peer:
         for org in merged.orgs.values():
             if org.mspid != self.config.peer.local_msp_id or org.mspid not in self.registry.orgs:
                 self.registry.add_org(org)
+        for crl in (c for o in cfg.orgs if o.mspid == self.config.peer.local_msp_id for c in o.crls):
+            with contextlib.suppress(CryptoError):
+                self.registry.add_crl(self.config.peer.local_msp_id, crl)
         self._channel_configs[cfg.name] = cfg
-        self.mcs.register_channel(cfg.name, channelconfig.orderer_mspids(cfg))
+        self.mcs.register_channel_config(cfg)
+
+    def _on_config_block(self, channel: str, raw: bytes) -> None:
+        """A committed block: when it is a config block, check its update and let the new configuration take effect.
+
+        A config transaction that fails the checks stays in the ledger (the orderer cut it, and the chain must not
+        have a hole) but changes nothing, as a Fabric peer marks it INVALID_CONFIG_TRANSACTION.
+        """
+        try:
+            block = common_pb2.Block.FromString(raw)
+        except Exception:
+            return
+        opened = channelconfig.config_block_envelope(block)
+        current = self._channel_configs.get(channel)
+        if opened is None or current is None:
+            return
+        try:
+            envelope = channelconfig.read_config_envelope(opened)
+            cfg = configtx.apply_config_envelope(current, envelope, self.mcs.resolver(channel))
+            self._adopt_channel_config(cfg)
+        except (configtx.ConfigUpdateError, channelconfig.ChannelConfigError, PeerError) as exc:
+            self.tracer.event("config_rejected", self._now(), channel=channel, seq_num=block.header.number)
+            log.error("channel %s: config block %d does not take effect: %s", channel, block.header.number, exc)
+            return
+        log.info("channel %s: configuration %d in force from block %d", channel, cfg.sequence, block.header.number)
+        self.tracer.event("config_updated", self._now(), channel=channel, seq_num=block.header.number)
+        if set(cfg.tls_roots) != set(current.tls_roots):
+            # gRPC fixes a server's trust roots when it starts; the connections to peers of new TLS CAs wait for it
+            log.warning(
+                "channel %s: the TLS root certificates changed; they take effect when the peer restarts", channel
+            )
+        self._apply(self.core.join_channel(channel, _orgs(cfg), _anchors(cfg), now=self._now()))
+        self._cut_off_invalid_peers()
+        if self.core.is_leader(channel) and channel in self._deliverers:
+            # the orderer endpoints or TLS roots may have changed: restart the deliver client on the new ones
+            self._on_leadership(LeadershipChanged(channel, True))
+
+    def _cut_off_invalid_peers(self) -> None:
+        """Close the connections of peers whose identity the configuration no longer admits (revoked, org removed)."""
+        for connection in self.comm.connections():
+            identity = self.core.node.identities.peek(connection.pki_id)
+            if identity is None:
+                continue
+            try:
+                self.mcs.validate_identity(identity)
+            except CryptoError as exc:
+                log.warning("disconnecting %s: %s", connection.endpoint, exc)
+                self.comm.disconnect(connection.pki_id)
 
     def _apply(self, effects: list[Effect]) -> None:
         """Carry out the core's effects; none of them waits."""
@@ -436,6 +487,7 @@ class Peer:
                 recent = self._recent_commits.setdefault(effect.channel, deque(maxlen=RECENT_COMMITS))
                 recent.append((effect.seq_num, time.time()))
                 self._commit_events.setdefault(effect.channel, asyncio.Event()).set()
+                self._on_config_block(effect.channel, effect.block)
             elif isinstance(effect, LeadershipChanged):
                 self._on_leadership(effect)
         self._wake.set()
@@ -456,18 +508,18 @@ class Peer:
             task.cancel()
         if change.is_leader and not self._stopping:
             cfg = self._channel_configs.get(change.channel)
-            if cfg is not None and any(o.endpoints for o in cfg.orderer_orgs):
+            if cfg is not None and cfg.orderer_endpoints:
                 self._deliverers[change.channel] = asyncio.get_running_loop().create_task(
                     self._pull_from_orderer(change.channel, cfg), name=f"rumor-deliver-{change.channel}"
                 )
 
-    async def _pull_from_orderer(self, channel: str, cfg: channel_pb2.ChannelConfig) -> None:
+    async def _pull_from_orderer(self, channel: str, cfg: channelconfig.ChannelConfig) -> None:
         """As leader: stream blocks from the ordering service from our height on, and gossip them."""
-        endpoints = [e for org in cfg.orderer_orgs for e in org.endpoints]
+        endpoints = cfg.orderer_endpoints
         tls = None
         peer_tls = self.config.peer.tls
         if peer_tls.enabled:
-            roots = b"".join(pem for org in cfg.orderer_orgs for pem in org.tls_root_certs)
+            roots = b"".join(cfg.orderer_tls_roots)
             cert = Path(peer_tls.client_cert_file or peer_tls.cert_file).read_bytes()
             key = Path(peer_tls.client_key_file or peer_tls.key_file).read_bytes()
             tls = ClientTLS(root_certs=roots, cert=cert, key=key)
@@ -571,18 +623,12 @@ def _reachable(address: str, listening: str) -> str:
     return f"{host}:{port}"
 
 
-def _orgs(cfg: channel_pb2.ChannelConfig) -> list[str]:
+def _orgs(cfg: channelconfig.ChannelConfig) -> list[str]:
     return [o.mspid for o in cfg.orgs]
 
 
-def _anchors(cfg: channel_pb2.ChannelConfig) -> dict[str, list[str]]:
-    return {o.mspid: list(o.anchor_peers) for o in cfg.orgs}
-
-
-def _tls_roots(cfg: channel_pb2.ChannelConfig) -> list[bytes]:
-    return [pem for o in cfg.orgs for pem in o.tls_root_certs] + [
-        pem for o in cfg.orderer_orgs for pem in o.tls_root_certs
-    ]
+def _anchors(cfg: channelconfig.ChannelConfig) -> dict[str, list[str]]:
+    return cfg.anchor_peers
 
 
 def _stats_dict(component: object) -> dict[str, Any]:

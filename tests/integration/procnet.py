@@ -37,7 +37,6 @@ from rumor.network import NetworkLayout, PeerEntry, apply_gossip_overrides, free
 from rumor.orderer.client import BroadcastClient, DeliverClient
 from rumor.orderer.netdir import network_target
 from rumor.wire.pb.common import common_pb2
-from rumor.wire.pb.rumorpb import channel_pb2
 
 FAST_GOSSIP: dict[str, object] = {
     # Fabric's defaults suit networks that live for months: 15 s of grace before the first election, 10 s of
@@ -377,19 +376,19 @@ def payloads_of(raw: bytes) -> list[bytes]:
     return [channelconfig.open_envelope(env).payload.data for env in block.data.data]
 
 
-def channel_config(layout: NetworkLayout) -> channel_pb2.ChannelConfig:
+def channel_config(layout: NetworkLayout) -> channelconfig.ChannelConfig:
     return channelconfig.read_genesis(layout.genesis.read_bytes())
 
 
 def crypto_service(
-    layout: NetworkLayout, peer: PeerEntry, configs: Sequence[channel_pb2.ChannelConfig] = ()
+    layout: NetworkLayout, peer: PeerEntry, configs: Sequence[channelconfig.ChannelConfig] = ()
 ) -> X509CryptoService:
     """An X.509 crypto service signing as ``peer`` that knows the orgs of the channel (and of ``configs``)."""
     configs = [channel_config(layout), *configs]
     signer = load_signing_identity(peer_msp_dir(layout, peer), peer.org)
     mcs = X509CryptoService(signer, channelconfig.org_registry(configs))
     for cfg in configs:
-        mcs.register_channel(cfg.name, channelconfig.orderer_mspids(cfg))
+        mcs.register_channel_config(cfg)
     return mcs
 
 
@@ -491,7 +490,9 @@ def peer_msp_dir(layout: NetworkLayout, peer: PeerEntry) -> Path:
     return peer_node_dir(layout, peer) / "msp"
 
 
-def gossip_client(layout: NetworkLayout, as_peer: PeerEntry, configs: Sequence[channel_pb2.ChannelConfig] = ()) -> Comm:
+def gossip_client(
+    layout: NetworkLayout, as_peer: PeerEntry, configs: Sequence[channelconfig.ChannelConfig] = ()
+) -> Comm:
     """A bare comm (mutual TLS, gossip handshake) holding the identity of ``as_peer``, which must not run."""
     node = peer_node_dir(layout, as_peer)
     roots = sorted((layout.root / "crypto" / "peerOrganizations").glob("*/tlsca/*-cert.pem"))

@@ -31,12 +31,11 @@ from rumor.core.types import RemotePeer
 from rumor.crypto.identity import load_signing_identity
 from rumor.network import NetworkLayout
 from rumor.wire import messages
-from rumor.wire.pb.rumorpb import channel_pb2
 
 SHARED = "allchannel"
 
 
-def shared_channel(layout: NetworkLayout) -> tuple[Path, channel_pb2.ChannelConfig]:
+def shared_channel(layout: NetworkLayout) -> tuple[Path, channelconfig.ChannelConfig]:
     """Write the genesis block of a channel of every org, and have the orderer serve it too."""
     crypto = layout.root / "crypto"
     orgs = []

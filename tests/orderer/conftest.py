@@ -16,7 +16,6 @@ from rumor import channelconfig as cc
 from rumor.crypto import GeneratedMaterial, SigningIdentity, default_spec, generate, load_signing_identity
 from rumor.ledger import Ledger
 from rumor.orderer import ClientTLS, Orderer, ServerTLS
-from rumor.wire.pb.rumorpb import channel_pb2
 
 
 @pytest.fixture(scope="session")
@@ -24,7 +23,7 @@ def material(tmp_path_factory: pytest.TempPathFactory) -> GeneratedMaterial:
     return generate(default_spec(3, 1), tmp_path_factory.mktemp("orderer-material") / "crypto")
 
 
-def _config(material: GeneratedMaterial, name: str, timeout: float) -> channel_pb2.ChannelConfig:
+def _config(material: GeneratedMaterial, name: str, timeout: float) -> cc.ChannelConfig:
     orderer_org = material.orderer_orgs[0]
     return cc.channel_config(
         name,
@@ -40,12 +39,12 @@ def _config(material: GeneratedMaterial, name: str, timeout: float) -> channel_p
 
 
 @pytest.fixture(scope="session")
-def channel_config(material: GeneratedMaterial) -> channel_pb2.ChannelConfig:
+def channel_config(material: GeneratedMaterial) -> cc.ChannelConfig:
     return _config(material, CHANNEL, 0.1)
 
 
 @pytest.fixture(scope="session")
-def slow_channel_config(material: GeneratedMaterial) -> channel_pb2.ChannelConfig:
+def slow_channel_config(material: GeneratedMaterial) -> cc.ChannelConfig:
     return _config(material, SLOW_CHANNEL, 3600)
 
 
@@ -56,12 +55,12 @@ def orderer_identity(material: GeneratedMaterial) -> SigningIdentity:
 
 
 @pytest.fixture(scope="session")
-def genesis(channel_config: channel_pb2.ChannelConfig, orderer_identity: SigningIdentity) -> bytes:
+def genesis(channel_config: cc.ChannelConfig, orderer_identity: SigningIdentity) -> bytes:
     return cc.genesis_block(channel_config, orderer_identity).SerializeToString()
 
 
 @pytest.fixture(scope="session")
-def slow_genesis(slow_channel_config: channel_pb2.ChannelConfig, orderer_identity: SigningIdentity) -> bytes:
+def slow_genesis(slow_channel_config: cc.ChannelConfig, orderer_identity: SigningIdentity) -> bytes:
     return cc.genesis_block(slow_channel_config, orderer_identity).SerializeToString()
 
 

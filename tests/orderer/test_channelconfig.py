@@ -1,4 +1,4 @@
-"""Channel configs from crypto material, the genesis block round trip, and what read_genesis refuses."""
+"""Channel configs (Fabric's format) from crypto material, the genesis block round trip, what read_genesis refuses."""
 
 from __future__ import annotations
 
@@ -11,18 +11,21 @@ from orderer_helpers import CHANNEL, user
 
 from rumor import channelconfig as cc
 from rumor.crypto import CertificateAuthority, InvalidIdentity, X509CryptoService, new_block, sign_block
-from rumor.wire.pb.common import common_pb2
-from rumor.wire.pb.rumorpb import channel_pb2
+from rumor.wire.pb.common import common_pb2, configtx_pb2
+from rumor.wire.pb.orderer import configuration_pb2 as orderer_config_pb2
+from rumor.wire.pb.peer import configuration_pb2 as peer_config_pb2
 
 
 def test_org_config_reads_the_msp_directory(material) -> None:
     org = material.org("Org1MSP")
     config = cc.org_config("Org1MSP", org.msp_dir, ["peer0.org1.example.com:7051"])
     assert config.mspid == "Org1MSP"
-    assert config.root_certs == [org.ca_cert.read_bytes()]
-    assert config.tls_root_certs == [org.tlsca_cert.read_bytes()]
+    assert config.root_certs == (org.ca_cert.read_bytes(),)
+    assert config.tls_root_certs == (org.tlsca_cert.read_bytes(),)
     assert list(config.anchor_peers) == ["peer0.org1.example.com:7051"]
     assert list(config.crls) == []
+    assert config.node_ous is not None and config.node_ous.admin == "admin"
+    assert sorted(config.policies) == ["Admins", "Endorsement", "Readers", "Writers"]
 
 
 def test_org_config_errors(material, tmp_path: Path) -> None:
@@ -50,6 +53,7 @@ def test_genesis_round_trip(channel_config, orderer_identity, tmp_path: Path) ->
     assert opened.channel_id == CHANNEL
     assert opened.channel_header.timestamp.ToNanoseconds() == 1_700_000_000_500_000_000
     assert opened.creator == orderer_identity.identity
+    assert opened.tx_id == ""  # as a Fabric orderer writes its CONFIG envelopes
     # The config transaction is signed by the orderer over the payload bytes.
     registry = cc.org_registry([channel_config])
     mcs = X509CryptoService(orderer_identity, registry)
@@ -84,9 +88,9 @@ def test_read_genesis_refusals(channel_config, orderer_identity) -> None:
     refused(b"\xff\xff\xff", "not a block")
     refused(_block_with([entry], orderer_identity, number=1, previous=b"x" * 32), "block number 1, expected 0")
     refused(_block_with([entry], orderer_identity, previous=b"x" * 32), "has a previous hash")
-    refused(_block_with([entry, entry], orderer_identity), "2 data entries, expected 1")
-    refused(_block_with([], orderer_identity), "0 data entries")
-    refused(_block_with([b"\xff\x01garbage"], orderer_identity), "genesis block: .*does not decode")
+    refused(_block_with([entry, entry], orderer_identity), "has 2 envelopes, expected 1")
+    refused(_block_with([], orderer_identity), "has 0 envelopes")
+    refused(_block_with([b"\xff\x01garbage"], orderer_identity), "not a genesis block: .*does not decode")
 
     tampered = common_pb2.Block()
     tampered.CopyFrom(good)
@@ -96,20 +100,16 @@ def test_read_genesis_refusals(channel_config, orderer_identity) -> None:
     transaction = cc.new_envelope(orderer_identity, CHANNEL, common_pb2.ENDORSER_TRANSACTION, b"tx")
     refused(_block_with([transaction.SerializeToString()], orderer_identity), "type ENDORSER_TRANSACTION")
 
-    other_name = channel_pb2.ChannelConfig()
-    other_name.CopyFrom(channel_config)
-    other_name.name = "otherchannel"
-    mislabelled = cc.new_envelope(orderer_identity, CHANNEL, common_pb2.CONFIG, other_name.SerializeToString())
-    refused(_block_with([mislabelled.SerializeToString()], orderer_identity), "names channel 'otherchannel'")
-
     no_config = cc.new_envelope(orderer_identity, CHANNEL, common_pb2.CONFIG, b"\xff\xff")
-    refused(_block_with([no_config.SerializeToString()], orderer_identity), "channel config does not decode")
+    refused(_block_with([no_config.SerializeToString()], orderer_identity), "written by rumor 0.1")
 
-    invalid = channel_pb2.ChannelConfig()
-    invalid.CopyFrom(channel_config)
-    del invalid.orderer_orgs[:]
-    unusable = cc.new_envelope(orderer_identity, CHANNEL, common_pb2.CONFIG, invalid.SerializeToString())
-    refused(_block_with([unusable.SerializeToString()], orderer_identity), "no orderer org")
+    no_orderer = configtx_pb2.Config()
+    no_orderer.CopyFrom(channel_config.config)
+    del no_orderer.channel_group.groups["Orderer"]
+    unusable = cc.new_envelope(
+        orderer_identity, CHANNEL, common_pb2.CONFIG, configtx_pb2.ConfigEnvelope(config=no_orderer).SerializeToString()
+    )
+    refused(_block_with([unusable.SerializeToString()], orderer_identity), "no Orderer group")
 
 
 def test_load_block_of_a_missing_file(tmp_path: Path) -> None:
@@ -117,28 +117,73 @@ def test_load_block_of_a_missing_file(tmp_path: Path) -> None:
         cc.load_block(tmp_path / "nope.block")
 
 
+def _orderer_group(c: configtx_pb2.Config) -> configtx_pb2.ConfigGroup:
+    return c.channel_group.groups["Orderer"]
+
+
+def _app_org(c: configtx_pb2.Config) -> configtx_pb2.ConfigGroup:
+    return c.channel_group.groups["Application"].groups["Org1MSP"]
+
+
+def _set(group: configtx_pb2.ConfigGroup, key: str, message) -> None:  # type: ignore[no-untyped-def]
+    group.values[key].value = message.SerializeToString()
+
+
 @pytest.mark.parametrize(
     ("change", "fragment"),
     [
-        (lambda c: setattr(c, "name", "Bad_Name"), "channel name 'Bad_Name' is not valid"),
-        (lambda c: setattr(c, "name", ""), "channel name '' is not valid"),
-        (lambda c: c.ClearField("orgs"), "no member org"),
-        (lambda c: c.orgs.append(c.orgs[0]), r"MSP IDs listed more than once: \['Org1MSP'\]"),
-        (lambda c: c.orgs[0].anchor_peers.append("nohostport"), "anchor peer 'nohostport'"),
-        (lambda c: c.orderer_orgs[0].endpoints.append("x:99999"), "endpoint 'x:99999'"),
-        (lambda c: c.orgs[0].root_certs.__setitem__(0, b"junk"), "not PEM"),
-        (lambda c: c.ClearField("batch"), "no batch settings"),
-        (lambda c: setattr(c.batch, "max_message_count", 0), "max_message_count must be at least 1"),
-        (lambda c: setattr(c.batch, "absolute_max_bytes", 1), "below preferred_max_bytes"),
-        (lambda c: setattr(c.batch, "batch_timeout_ms", 0), "timeout must be at least 1 ms"),
+        (lambda c: c.channel_group.groups["Application"].groups["Org1MSP"].values.pop("MSP"), "has no MSP value"),
+        (lambda c: _orderer_group(c).values.pop("BatchSize"), "lacks BatchSize or BatchTimeout"),
+        (lambda c: _set(_orderer_group(c), "BatchSize", orderer_config_pb2.BatchSize()), "max_message_count"),
+        (
+            lambda c: _set(_orderer_group(c), "BatchTimeout", orderer_config_pb2.BatchTimeout(timeout="soon")),
+            "'soon' is not a duration",
+        ),
+        (
+            lambda c: _set(
+                _orderer_group(c),
+                "BatchSize",
+                orderer_config_pb2.BatchSize(max_message_count=1, preferred_max_bytes=10, absolute_max_bytes=1),
+            ),
+            "below preferred_max_bytes",
+        ),
+        (lambda c: _orderer_group(c).policies.pop("BlockValidation"), "no /Channel/Orderer/BlockValidation"),
+        (
+            lambda c: _set(
+                _app_org(c),
+                "AnchorPeers",
+                peer_config_pb2.AnchorPeers(anchor_peers=[peer_config_pb2.AnchorPeer(host="h", port=99999)]),
+            ),
+            "endpoint 'h:99999'",
+        ),
+        (
+            lambda c: _set(c.channel_group, "HashingAlgorithm", configtx_pb2.HashingAlgorithm(name="SHA3")),
+            "only SHA256",
+        ),
+        (
+            lambda c: _set(
+                c.channel_group,
+                "Capabilities",
+                configtx_pb2.Capabilities(capabilities={"V9_9": configtx_pb2.Capability()}),
+            ),
+            r"capabilities rumor does not know: \['V9_9'\]",
+        ),
+        (lambda c: setattr(_app_org(c).policies["Readers"].policy, "value", b"\xff"), "does not decode"),
+        (lambda c: setattr(_app_org(c).policies["Readers"].policy, "type", 2), "policy type 2 is not supported"),
     ],
 )
-def test_validation(channel_config, change, fragment: str) -> None:
-    config = channel_pb2.ChannelConfig()
-    config.CopyFrom(channel_config)
+def test_parse_config_refusals(channel_config, change, fragment: str) -> None:
+    config = configtx_pb2.Config()
+    config.CopyFrom(channel_config.config)
     change(config)
     with pytest.raises(cc.ChannelConfigError, match=fragment):
-        cc.validate_channel_config(config)
+        cc.parse_config(config, CHANNEL)
+
+
+def test_channel_names_follow_fabric(channel_config) -> None:
+    for bad in ("Bad_Name", "", "9lives"):
+        with pytest.raises(cc.ChannelConfigError, match="is not valid"):
+            cc.parse_config(channel_config.config, bad)
 
 
 def test_org_registry_validates_members_and_orderers(material, channel_config, orderer_identity) -> None:
@@ -152,9 +197,11 @@ def test_org_registry_validates_members_and_orderers(material, channel_config, o
 
 def test_org_registry_merges_channels_and_refuses_conflicts(material, channel_config, slow_channel_config) -> None:
     assert cc.org_registry([channel_config, slow_channel_config]).mspids == {"Org1MSP", "Org2MSP", "OrdererMSP"}
-    conflicting = channel_pb2.ChannelConfig()
-    conflicting.CopyFrom(slow_channel_config)
-    conflicting.orgs[0].root_certs[0] = material.org("Org2MSP").ca_cert.read_bytes()
+    orderer_org = material.orderer_orgs[0]
+    impostor = cc.org_config("Org1MSP", material.org("Org2MSP").msp_dir)
+    conflicting = cc.channel_config(
+        "conflicting", [impostor], [cc.orderer_org_config(orderer_org.mspid, orderer_org.msp_dir, [])]
+    )
     with pytest.raises(cc.ChannelConfigError, match="Org1MSP is defined differently in channels"):
         cc.org_registry([channel_config, conflicting])
 

@@ -25,6 +25,7 @@ from polling import wait_for
 
 from rumor import channelconfig as cc
 from rumor.crypto import X509CryptoService, block_header_hash
+from rumor.crypto.identity import load_signing_identity
 from rumor.ledger import Ledger
 from rumor.orderer import (
     MAX_BLOCK_NUMBER,
@@ -157,8 +158,9 @@ async def test_deliver_from_a_height_waits_for_new_blocks(start_orderer, user1, 
     assert payloads_of(blocks) == [b"late"] * (2 * MAX_COUNT)
 
 
-async def test_broadcast_refusals(start_orderer, user1, outsider, orderer_identity, client_tls) -> None:
+async def test_broadcast_refusals(start_orderer, material, user1, outsider, orderer_identity, client_tls) -> None:
     orderer = await start_orderer()
+    org1_peer = load_signing_identity(material.org("Org1MSP").nodes[0].msp_dir, "Org1MSP")
 
     def envelope(signer, channel: str = CHANNEL, data: bytes = b"data", kind: int = common_pb2.MESSAGE) -> bytes:
         return cc.new_envelope(signer, channel, kind, data).SerializeToString()
@@ -176,11 +178,14 @@ async def test_broadcast_refusals(start_orderer, user1, outsider, orderer_identi
         ).SerializeToString()
     )
     cases = [
-        (envelope(outsider), Status.FORBIDDEN, "Org3MSP is not an org allowed to submit to channel testchannel"),
-        (envelope(orderer_identity), Status.FORBIDDEN, "OrdererMSP is not an org allowed to submit"),
+        (envelope(outsider), Status.FORBIDDEN, "Org3MSP is not an org of channel testchannel"),
+        # /Channel/Writers is ANY Writers: an org's Writers are its admins and clients, not its peers
+        (envelope(org1_peer), Status.FORBIDDEN, "policy /Channel/Writers is not satisfied"),
+        # ... and the orderer org's Writers are its members, as in Fabric
+        (envelope(orderer_identity), Status.SUCCESS, ""),
         (envelope(user1, "nochannel"), Status.NOT_FOUND, "channel 'nochannel' does not exist"),
-        (forged.SerializeToString(), Status.FORBIDDEN, "signature does not verify"),
-        (unsigned.SerializeToString(), Status.FORBIDDEN, "envelope signature"),
+        (forged.SerializeToString(), Status.FORBIDDEN, "or the envelope signature is invalid"),
+        (unsigned.SerializeToString(), Status.FORBIDDEN, "or the envelope signature is invalid"),
         (b"\xff\xff\xff", Status.BAD_REQUEST, "envelope does not decode"),
         (common_pb2.Envelope(payload=b"\xff\xff").SerializeToString(), Status.BAD_REQUEST, "payload does not decode"),
         (no_creator.SerializeToString(), Status.BAD_REQUEST, "names no creator"),

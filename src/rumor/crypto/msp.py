@@ -204,6 +204,17 @@ class OrgRegistry:
         return _timestamp(load_certificate(id_bytes).not_valid_after_utc)
 
     def validate(self, identity: bytes) -> ValidIdentity:
+        try:
+            return self._validate(identity)
+        except CryptoError:
+            raise
+        except Exception as exc:
+            # cryptography parses a certificate's fields lazily: a corrupt subject, key or extension surfaces only
+            # here, as ValueError, UnsupportedAlgorithm, DuplicateExtension...; an identity from the network must
+            # never raise anything but InvalidIdentity
+            raise InvalidIdentity(f"malformed certificate: {type(exc).__name__}: {exc}") from None
+
+    def _validate(self, identity: bytes) -> ValidIdentity:
         mspid, id_bytes = decode_identity(identity)
         org = self.orgs.get(mspid)
         if org is None:

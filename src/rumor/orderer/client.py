@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import random
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
@@ -33,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from rumor.channelconfig import new_envelope, open_envelope
 from rumor.crypto.blocks import BlockSigner, block_header_hash
@@ -109,6 +112,14 @@ class ClientTLS:
             key=Path(key).read_bytes() if key is not None else None,
             server_name=server_name,
         )
+
+    @property
+    def cert_hash(self) -> bytes:
+        """SHA-256 of the client certificate's DER (empty without one): what a seek request binds itself to."""
+        if self.cert is None:
+            return b""
+        der = x509.load_pem_x509_certificate(self.cert).public_bytes(serialization.Encoding.DER)
+        return hashlib.sha256(der).digest()
 
     def credentials(self) -> grpc.ChannelCredentials:
         return grpc.ssl_channel_credentials(
@@ -294,8 +305,10 @@ def seek_envelope(
     behavior: int = ab_pb2.SeekInfo.BLOCK_UNTIL_READY,
     content_type: int = ab_pb2.SeekInfo.BLOCK,
     now: float | None = None,
+    tls_cert_hash: bytes = b"",
 ) -> common_pb2.Envelope:
-    """A signed request for blocks ``start`` through ``stop`` (MAX_BLOCK_NUMBER: forever)."""
+    """A signed request for blocks ``start`` through ``stop`` (MAX_BLOCK_NUMBER: forever), as Fabric's deliver
+    client writes it: no tx id, and under mutual TLS the SHA-256 of the client's TLS certificate (DER)."""
     seek = ab_pb2.SeekInfo(
         start=ab_pb2.SeekPosition(specified=ab_pb2.SeekSpecified(number=start)),
         stop=ab_pb2.SeekPosition(specified=ab_pb2.SeekSpecified(number=stop)),
@@ -303,7 +316,13 @@ def seek_envelope(
         content_type=content_type,  # type: ignore[arg-type]
     )
     return new_envelope(
-        signer, channel, common_pb2.DELIVER_SEEK_INFO, seek.SerializeToString(deterministic=True), now=now
+        signer,
+        channel,
+        common_pb2.DELIVER_SEEK_INFO,
+        seek.SerializeToString(deterministic=True),
+        now=now,
+        tls_cert_hash=tls_cert_hash,
+        tx_id=False,
     )
 
 
@@ -349,6 +368,7 @@ class DeliverClient:
         self._rng = rng or random.Random()
         self._max_message_size = max_message_size
         self._index = 0
+        self._tls_hash = tls.cert_hash if tls is not None else b""
         self.reconnects = 0
         """How many times a stream was re-established after a failure (for tests and metrics)."""
 
@@ -372,7 +392,7 @@ class DeliverClient:
                 response_deserializer=ab_pb2.DeliverResponse.FromString,
             )()
             try:
-                await call.write(seek_envelope(self._signer, channel, number, last))
+                await call.write(seek_envelope(self._signer, channel, number, last, tls_cert_hash=self._tls_hash))
                 await call.done_writing()
                 while True:
                     reply = await call.read()

@@ -18,8 +18,11 @@ when to call ``on_tick`` next.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from rumor.wire.pb.rumorpb import channel_pb2
+if TYPE_CHECKING:
+    from rumor.channelconfig import BatchSettings as ChannelBatch
+
 
 Batch = list[bytes]
 
@@ -35,7 +38,7 @@ class EnvelopeTooLarge(ValueError):
 
 @dataclass(frozen=True)
 class BatchSettings:
-    """When to cut; mirrors ``rumorpb.BatchConfig`` with the timeout in seconds."""
+    """When to cut: the channel config's BatchSize and BatchTimeout, the timeout in seconds."""
 
     max_message_count: int
     preferred_max_bytes: int
@@ -49,7 +52,7 @@ class BatchSettings:
             raise ValueError(f"absolute_max_bytes below preferred_max_bytes: {self}")
 
     @classmethod
-    def from_config(cls, batch: channel_pb2.BatchConfig) -> BatchSettings:
+    def from_config(cls, batch: ChannelBatch) -> BatchSettings:
         return cls(
             max_message_count=batch.max_message_count,
             preferred_max_bytes=batch.preferred_max_bytes,

@@ -75,7 +75,7 @@ def network_target(network_dir: Path | str, channel: str) -> NetworkTarget:
 
     tls = None
     if orderer.general.tls.enabled:
-        roots = b"".join(pem for org in config.orderer_orgs for pem in org.tls_root_certs)
+        roots = b"".join(config.orderer_tls_roots)
         if not roots:
             raise NetworkDirError(f"channel {channel}: its orderer orgs list no TLS root certificate")
         tls = ClientTLS(root_certs=roots)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -37,28 +38,36 @@ from pathlib import Path
 from typing import TypeVar
 
 import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from google.protobuf.message import DecodeError
 
 from rumor.channelconfig import (
+    CHANNEL_READERS,
+    CHANNEL_WRITERS,
+    ChannelConfig,
     ChannelConfigError,
     EnvelopeError,
     OpenedEnvelope,
+    last_config_index,
+    latest_config,
     load_block,
     open_envelope,
+    orderer_block_metadata,
     org_registry,
     read_genesis,
 )
 from rumor.config import _HOST_PORT
-from rumor.crypto.api import CryptoError, InvalidIdentity, InvalidSignature
+from rumor.crypto.api import CryptoError, InvalidIdentity
 from rumor.crypto.blocks import block_header_hash, decode_block, new_block, sign_block
 from rumor.crypto.identity import SigningIdentity, decode_identity, load_signing_identity
 from rumor.crypto.mcs import X509CryptoService
 from rumor.ledger import Ledger, LedgerError
 from rumor.orderer.config import OrdererConfig
 from rumor.orderer.cutter import BatchSettings, BlockCutter, EnvelopeTooLarge
+from rumor.policies import PolicyError
 from rumor.wire.pb.common import common_pb2
 from rumor.wire.pb.orderer import ab_pb2
-from rumor.wire.pb.rumorpb import channel_pb2
 
 __all__ = ["MAX_BLOCK_NUMBER", "SERVICE_NAME", "Orderer", "OrdererError", "ServerTLS"]
 
@@ -133,10 +142,9 @@ def _read(path: Path | str, what: str) -> bytes:
 @dataclass(eq=False)
 class _Channel:
     name: str
-    config: channel_pb2.ChannelConfig
+    config: ChannelConfig
     cutter: BlockCutter
-    writers: frozenset[str]  # MSP IDs that may broadcast
-    readers: frozenset[str]  # MSP IDs that may deliver
+    last_config: int = 0  # number of the newest config block, recorded in every block's metadata
     queue: asyncio.Queue[list[bytes] | None] = field(default_factory=asyncio.Queue)
     # Replaced by a fresh event after each commit: a waiter takes the current one, then re-checks the height.
     changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -146,6 +154,27 @@ class _Channel:
     def notify(self) -> None:
         self.changed.set()
         self.changed = asyncio.Event()
+
+
+LAST_CONFIG_INDEX = common_pb2.BlockMetadataIndex.Value("LAST_CONFIG")
+
+
+def _tls_binding_problem(opened: OpenedEnvelope, context: grpc.aio.ServicerContext | None) -> str | None:
+    """Fabric's binding check: under mutual TLS, a seek request names the hash of the client's TLS certificate,
+    so a request recorded from one client cannot be replayed by another."""
+    if context is None:
+        return None
+    auth = context.auth_context() or {}
+    pems = auth.get("x509_pem_cert") or []
+    if not pems:
+        return None
+    try:
+        der = x509.load_pem_x509_certificate(pems[0]).public_bytes(serialization.Encoding.DER)
+    except ValueError:
+        return "the client's TLS certificate does not decode"
+    if opened.channel_header.tls_cert_hash != hashlib.sha256(der).digest():
+        return "the seek request's TLS certificate hash is not that of the client's TLS certificate"
+    return None
 
 
 def _status_name(status: int) -> str:
@@ -297,7 +326,7 @@ class Orderer:
     def channels(self) -> list[str]:
         return sorted(self._channels)
 
-    def channel_config(self, channel: str) -> channel_pb2.ChannelConfig:
+    def channel_config(self, channel: str) -> ChannelConfig:
         return self._channels[channel].config
 
     def height(self, channel: str) -> int:
@@ -386,7 +415,7 @@ class Orderer:
     # Channels
 
     def _load_channels(self) -> None:
-        configs: dict[str, channel_pb2.ChannelConfig] = {}
+        configs: dict[str, ChannelConfig] = {}
         new_genesis: dict[str, bytes] = {}
         for raw in self._genesis_blocks:
             try:
@@ -406,9 +435,8 @@ class Orderer:
                 )
         for name in self._ledger.channels():
             if name not in configs:
-                raw = self._ledger.get_block(name, 0)
                 try:
-                    configs[name] = read_genesis(raw or b"")
+                    configs[name] = latest_config(self._ledger, name)
                 except ChannelConfigError as exc:
                     raise OrdererError(f"channel {name} in ledger {self._ledger.path}: {exc}") from None
         if not configs:
@@ -431,13 +459,12 @@ class Orderer:
         self._new_genesis = new_genesis
         self._mcs = X509CryptoService(self._signer, registry)
         for name, config in sorted(configs.items()):
-            writers = frozenset(o.mspid for o in config.orgs)
+            self._mcs.register_channel_config(config)
             self._channels[name] = _Channel(
                 name=name,
                 config=config,
                 cutter=BlockCutter(BatchSettings.from_config(config.batch)),
-                writers=writers,
-                readers=writers | frozenset(o.mspid for o in config.orderer_orgs),
+                last_config=self._last_config(name),
             )
 
     def _create_channels(self) -> None:
@@ -448,6 +475,14 @@ class Orderer:
                 raise OrdererError(str(exc)) from None
             log.info("channel %s created from its genesis block", name)
         self._new_genesis = {}
+
+    def _last_config(self, channel: str) -> int:
+        height = self._ledger.height(channel)
+        if height == 0:
+            return 0
+        raw = self._ledger.get_block(channel, height - 1)
+        index = last_config_index(decode_block(raw)) if raw is not None else None
+        return index if index is not None and index < height else 0
 
     async def _write_blocks(self, channel: _Channel) -> None:
         while True:
@@ -470,7 +505,13 @@ class Orderer:
         previous = self._ledger.last_hash(channel.name)
         raws: list[bytes] = []
         for batch in batches:
-            block = sign_block(new_block(number, previous, batch), self._signer)
+            block = new_block(number, previous, batch)
+            # Fabric v2's metadata: the signed OrdererBlockMetadata names the newest config block, and the
+            # LAST_CONFIG slot repeats it unsigned for older readers; TRANSACTIONS_FILTER is the committer's.
+            sign_block(block, self._signer, value=orderer_block_metadata(channel.last_config))
+            block.metadata.metadata[LAST_CONFIG_INDEX] = common_pb2.Metadata(
+                value=common_pb2.LastConfig(index=channel.last_config).SerializeToString(deterministic=True)
+            ).SerializeToString(deterministic=True)
             raws.append(block.SerializeToString(deterministic=True))
             previous = block_header_hash(block.header)
             number += 1
@@ -578,7 +619,7 @@ class Orderer:
             channel.cutter.check_size(raw)
         except EnvelopeTooLarge as exc:
             return _broadcast_reply(Status.REQUEST_ENTITY_TOO_LARGE, str(exc))
-        problem = self._authorize(opened, channel, channel.writers, "submit to")
+        problem = self._authorize(opened, channel, CHANNEL_WRITERS)
         if problem is not None:
             return _broadcast_reply(Status.FORBIDDEN, problem)
         armed = channel.cutter.deadline
@@ -588,27 +629,33 @@ class Orderer:
             self._timer_wakeup.set()
         return _broadcast_reply(Status.SUCCESS)
 
-    def _authorize(self, opened: OpenedEnvelope, channel: _Channel, allowed: frozenset[str], action: str) -> str | None:
-        """Why the envelope's creator may not ``action`` the channel, or None when it may."""
+    def _authorize(self, opened: OpenedEnvelope, channel: _Channel, policy: str) -> str | None:
+        """Why the envelope's creator does not satisfy the channel's ``policy``, or None when it does.
+
+        The cheap checks come first (the creator decodes, its org is in the channel); the policy then validates
+        the identity and verifies the signature only for a principal it could satisfy.
+        """
         assert self._mcs is not None
         try:
             mspid, _ = decode_identity(opened.creator)
         except InvalidIdentity as exc:
             return f"creator: {exc}"
-        if mspid not in allowed:
-            return f"{mspid} is not an org allowed to {action} channel {channel.name}"
+        if channel.config.org(mspid) is None:
+            return f"{mspid} is not an org of channel {channel.name}"
         try:
-            self._mcs.verify(opened.creator, opened.envelope.signature, opened.envelope.payload)
+            self._mcs.validate_identity(opened.creator)
         except InvalidIdentity as exc:
             return f"creator's identity is not valid: {exc}"
-        except InvalidSignature as exc:
-            return f"envelope signature: {exc}"
+        try:
+            channel.config.policies.evaluate(policy, [opened.signed_data()], self._mcs.resolver(channel.name))
+        except PolicyError as exc:
+            return f"{exc} (or the envelope signature is invalid)"
         return None
 
     async def _deliver(self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
         async for raw in self._until_stopped(requests):
             try:
-                async for reply in self._serve_seek(raw):
+                async for reply in self._serve_seek(raw, context):
                     yield reply
             except (asyncio.CancelledError, GeneratorExit):
                 raise
@@ -629,7 +676,7 @@ class Orderer:
             return height
         return f"seek {what} position is not set"
 
-    async def _serve_seek(self, raw: bytes) -> AsyncIterator[bytes]:
+    async def _serve_seek(self, raw: bytes, context: grpc.aio.ServicerContext | None = None) -> AsyncIterator[bytes]:
         assert self._stopping is not None and self._mcs is not None
 
         def refuse(status: int, info: str, level: int = logging.INFO) -> bytes:
@@ -649,7 +696,11 @@ class Orderer:
         if channel is None:
             yield refuse(Status.NOT_FOUND, f"channel {opened.channel_id!r} does not exist")
             return
-        problem = self._authorize(opened, channel, channel.readers, "read from")
+        problem = self._authorize(opened, channel, CHANNEL_READERS)
+        if problem is not None:
+            yield refuse(Status.FORBIDDEN, problem)
+            return
+        problem = _tls_binding_problem(opened, context)
         if problem is not None:
             yield refuse(Status.FORBIDDEN, problem)
             return

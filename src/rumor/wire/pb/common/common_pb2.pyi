@@ -31,6 +31,7 @@ class HeaderType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ORDERER_TRANSACTION: _ClassVar[HeaderType]
     DELIVER_SEEK_INFO: _ClassVar[HeaderType]
     CHAINCODE_PACKAGE: _ClassVar[HeaderType]
+    PEER_ADMIN_OPERATION: _ClassVar[HeaderType]
 
 class BlockMetadataIndex(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -55,6 +56,7 @@ ENDORSER_TRANSACTION: HeaderType
 ORDERER_TRANSACTION: HeaderType
 DELIVER_SEEK_INFO: HeaderType
 CHAINCODE_PACKAGE: HeaderType
+PEER_ADMIN_OPERATION: HeaderType
 SIGNATURES: BlockMetadataIndex
 LAST_CONFIG: BlockMetadataIndex
 TRANSACTIONS_FILTER: BlockMetadataIndex
@@ -110,6 +112,20 @@ class MetadataSignature(_message.Message):
     signature: bytes
     identifier_header: bytes
     def __init__(self, signature_header: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., identifier_header: _Optional[bytes] = ...) -> None: ...
+
+class OrdererBlockMetadata(_message.Message):
+    __slots__ = ("last_config", "consenter_metadata")
+    LAST_CONFIG_FIELD_NUMBER: _ClassVar[int]
+    CONSENTER_METADATA_FIELD_NUMBER: _ClassVar[int]
+    last_config: LastConfig
+    consenter_metadata: bytes
+    def __init__(self, last_config: _Optional[_Union[LastConfig, _Mapping]] = ..., consenter_metadata: _Optional[bytes] = ...) -> None: ...
+
+class LastConfig(_message.Message):
+    __slots__ = ("index",)
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    def __init__(self, index: _Optional[int] = ...) -> None: ...
 
 class SignatureHeader(_message.Message):
     __slots__ = ("creator", "nonce")
