@@ -453,9 +453,16 @@ class Peer:
             )
         self._apply(self.core.join_channel(channel, _orgs(cfg), _anchors(cfg), now=self._now()))
         self._cut_off_invalid_peers()
-        if self.core.is_leader(channel) and channel in self._deliverers:
-            # the orderer endpoints or TLS roots may have changed: restart the deliver client on the new ones
-            self._on_leadership(LeadershipChanged(channel, True))
+        moved = (cfg.orderer_endpoints, cfg.orderer_tls_roots) != (current.orderer_endpoints, current.orderer_tls_roots)
+        if moved and channel in self._deliverers:
+            # The ordering service moved: follow it from the new endpoints. Called from the deliver task itself,
+            # so the restart runs once the current step is done.
+            asyncio.get_running_loop().call_soon(self._restart_deliverer, channel)
+
+    def _restart_deliverer(self, channel: str) -> None:
+        if self._stopping or channel not in self._deliverers or not self.core.is_leader(channel):
+            return
+        self._on_leadership(LeadershipChanged(channel, True, self.pki_id))
 
     def _cut_off_invalid_peers(self) -> None:
         """Close the connections of peers whose identity the configuration no longer admits (revoked, org removed)."""
@@ -509,9 +516,11 @@ class Peer:
         if change.is_leader and not self._stopping:
             cfg = self._channel_configs.get(change.channel)
             if cfg is not None and cfg.orderer_endpoints:
-                self._deliverers[change.channel] = asyncio.get_running_loop().create_task(
+                task = asyncio.get_running_loop().create_task(
                     self._pull_from_orderer(change.channel, cfg), name=f"rumor-deliver-{change.channel}"
                 )
+                task.add_done_callback(self._task_done)
+                self._deliverers[change.channel] = task
 
     async def _pull_from_orderer(self, channel: str, cfg: channelconfig.ChannelConfig) -> None:
         """As leader: stream blocks from the ordering service from our height on, and gossip them."""
