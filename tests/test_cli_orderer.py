@@ -155,6 +155,8 @@ async def test_orderer_and_submit_as_processes(network: Network, tmp_path: Path)
         code, out, err = await run("submit", "--network", str(network.root), "--channel", CHANNEL, "hello", "world")
         assert (code, err) == (0, ""), err
         assert "submitted 2 envelopes to channel mychannel" in out
+        printed_tx_ids = [line.split()[1] for line in out.splitlines() if line.startswith("tx ")]
+        assert len(printed_tx_ids) == 2
 
         code, out, err = await run(
             "submit", "-o", network.address, "-C", CHANNEL, "--msp-dir", str(user.msp_dir), "--mspid", "Org2MSP",
@@ -180,6 +182,23 @@ async def test_orderer_and_submit_as_processes(network: Network, tmp_path: Path)
         assert payloads[:2] == [b"hello", b"world"]
         assert len(payloads) == 14
         assert all(len(p) == 100 and p.startswith(f"rumor payload {i} ".encode()) for i, p in enumerate(payloads[2:]))
+
+        # --wait: each payload's tx id and the block that holds it, as the orderer's blocks show it
+        code, out, err = await run("submit", "--network", str(network.root), "-C", CHANNEL, "--wait", "x", "y")
+        assert code == 0, err
+        lines = [line.split() for line in out.splitlines() if line.startswith("tx ")]
+        assert [len(w) for w in lines] == [5, 5], out
+        found: dict[str, int] = {}
+        async with asyncio.timeout(20), contextlib.aclosing(client.deliver(CHANNEL, 1)) as blocks:
+            async for block in blocks:
+                for entry in block.data.data:
+                    opened = cc.open_envelope(entry)
+                    found[opened.tx_id] = block.header.number
+                    assert opened.channel_id == CHANNEL and opened.channel_header.timestamp.seconds > 0
+                if all(w[1] in found for w in lines):
+                    break
+        assert all(found[w[1]] == int(w[4]) for w in lines), (lines, found)
+        assert all(tx_id in found for tx_id in printed_tx_ids)
 
         await stop(proc, signal.SIGINT, log)
 

@@ -128,7 +128,8 @@ block_app = typer.Typer(
     no_args_is_help=True,
 )
 channel_app = typer.Typer(
-    help="Channels a peer has joined.\n\nExample: rumor channel list --peer 127.0.0.1:7151",
+    help="Channels: create a genesis block, list those a peer has joined.\n\n"
+    "Example: rumor channel create --config configtx.yaml --profile MyChannel --channel mychannel -o mychannel.block",
     no_args_is_help=True,
 )
 app.add_typer(block_app, name="block")
@@ -348,12 +349,19 @@ def submit(
     ] = None,
     size: Annotated[int, typer.Option(min=1, help="Size of each generated payload (bytes).")] = 64,
     timeout: Annotated[float, typer.Option(min=0.1, help="Give up after this many seconds (s).")] = 30.0,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Follow the channel's blocks until every payload is in one; print which.")
+    ] = False,
 ) -> None:
     """Submit payloads to a channel through the ordering service, each in an envelope signed by an identity.
+
+    Prints each payload's transaction ID (Fabric's: SHA-256 of nonce and creator); with --wait, the block it is in.
 
     Any refusal by the orderer ends the command with its status and reason. Options override --network.
 
     Example: rumor submit -o 127.0.0.1:7050 -C mychannel --msp-dir msp --mspid Org1MSP --tls-ca ca.pem hello world
+
+    Example: rumor submit --network ./rumor-network -C mychannel --wait "where does this go?"
     """
     if count is not None and data:
         fail("give either DATA or --count, not both")
@@ -401,7 +409,7 @@ def submit(
     else:
         payloads = [item.encode() for item in data or []]
     try:
-        asyncio.run(_submit(endpoints, signer, tls, channel, payloads, timeout))
+        asyncio.run(_submit(endpoints, signer, tls, channel, payloads, timeout, wait))
     except _Refused as exc:
         fail(str(exc), exc.code)
     print(f"submitted {_count(len(payloads), 'envelope')} to channel {channel}")
@@ -414,19 +422,54 @@ class _Refused(Exception):
 
 
 async def _submit(
-    endpoints: list[str], signer: Any, tls: Any, channel: str, payloads: list[bytes], timeout: float
+    endpoints: list[str], signer: Any, tls: Any, channel: str, payloads: list[bytes], timeout: float, wait: bool
 ) -> None:
-    from rumor.orderer.client import BroadcastClient, BroadcastError
+    from rumor.orderer.client import BroadcastClient, BroadcastError, DeliverClient, DeliverError, newest_block
     from rumor.wire.pb.common import common_pb2
 
+    start = 0
+    if wait:
+        # Blocks from the newest on: everything submitted now lands there or later.
+        try:
+            async with asyncio.timeout(timeout):
+                start = await newest_block(endpoints, signer, channel, tls=tls)
+        except (DeliverError, TimeoutError) as exc:
+            raise _Refused(f"cannot read channel {channel}'s blocks: {exc or 'no answer'}", EXIT_FAILURE) from None
     async with BroadcastClient(endpoints, signer, tls=tls, timeout=timeout) as client:
         try:
-            await client.submit_many(channel, payloads)
+            tx_ids = await client.submit_many(channel, payloads)
         except BroadcastError as exc:
             # Unreachable is the network's fault; any other refusal is about what the user asked.
             if exc.status == common_pb2.SERVICE_UNAVAILABLE:
                 raise _Refused(f"cannot submit: {exc}", EXIT_FAILURE) from None
             raise _Refused(f"orderer refused: {exc}", EXIT_USAGE) from None
+    if not wait:
+        for tx_id in tx_ids:
+            print(f"tx {tx_id}")
+        return
+    from rumor.channelconfig import EnvelopeError, open_envelope
+
+    pending = set(tx_ids)
+    where: dict[str, int] = {}
+    deliver = DeliverClient(endpoints, signer, tls=tls)
+    try:
+        async with asyncio.timeout(timeout):
+            async with contextlib.aclosing(deliver.deliver(channel, start)) as blocks:
+                async for block in blocks:
+                    for data in block.data.data:
+                        with contextlib.suppress(EnvelopeError):
+                            tx_id = open_envelope(data, require_creator=False).tx_id
+                            if tx_id in pending:
+                                pending.discard(tx_id)
+                                where[tx_id] = block.header.number
+                    if not pending:
+                        break
+    except (DeliverError, TimeoutError):
+        pass
+    for tx_id in tx_ids:
+        print(f"tx {tx_id} in block {where[tx_id]}" if tx_id in where else f"tx {tx_id} not seen in a block yet")
+    if pending:
+        raise _Refused(f"{len(pending)} of {len(tx_ids)} payloads not in a block within {timeout:g}s", EXIT_FAILURE)
 
 
 @peer_app.command("start")
@@ -629,6 +672,97 @@ def peers(
             print(f"{_count(down, 'peer')} of {len(targets)} not answering")
         return
     render_membership(_status_of(peer, network), Console())
+
+
+@channel_app.command("create")
+def channel_create(
+    channel: Annotated[str, typer.Option("--channel", "-C", help="Name of the new channel.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the genesis block.")],
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="A configtx.yaml (Fabric's format) describing the channel.")
+    ] = None,
+    profile: Annotated[str | None, typer.Option(help="The profile of --config to use.")] = None,
+    orderer_profile: Annotated[
+        str | None, typer.Option(help="Take the Orderer section from this profile (e.g. a system channel's).")
+    ] = None,
+    org: Annotated[
+        list[str] | None,
+        typer.Option(help="Without --config: a member org, MSPID=MSPDIR[@ANCHOR,...] (repeat for each org)."),
+    ] = None,
+    orderer_org: Annotated[
+        list[str] | None,
+        typer.Option(help="Without --config: an orderer org, MSPID=MSPDIR@ENDPOINT[,ENDPOINT...]."),
+    ] = None,
+    batch_timeout: Annotated[float, typer.Option(min=0.001, help="Without --config: batch timeout (s).")] = 2.0,
+    max_message_count: Annotated[int, typer.Option(min=1, help="Without --config: envelopes per block at most.")] = 10,
+    sign_msp_dir: Annotated[
+        Path | None, typer.Option(help="Sign the genesis as this orderer identity (MSP dir); unsigned otherwise.")
+    ] = None,
+    sign_mspid: Annotated[str | None, typer.Option(help="MSP ID of --sign-msp-dir.")] = None,
+) -> None:
+    """Write a channel's genesis block in Fabric's format, from a configtx.yaml profile or from flags.
+
+    The block is configtxgen's (unsigned) or, with --sign-msp-dir, a Fabric orderer's (signed).
+
+    A Fabric v2.2 peer joins it with `peer channel join`, a rumor peer with `rumor peer start --join`.
+
+    Example: rumor channel create -c configtx.yaml --profile MyChannel -C mychannel -o mychannel.block
+
+    Example: rumor channel create -C ch1 -o ch1.block --org Org1MSP=msp1@127.0.0.1:7051 --orderer-org O=omsp@h:7050
+    """
+    from rumor import channelconfig as cc
+    from rumor import channelspec
+
+    try:
+        if config is not None:
+            if org or orderer_org:
+                fail("give either --config or --org/--orderer-org, not both")
+            if profile is None:
+                fail("--config needs --profile")
+            cfg = channelspec.load_profile(config, profile, channel, orderer_profile=orderer_profile)
+        else:
+            if not org or not orderer_org:
+                fail("give --config and --profile, or at least one --org and one --orderer-org")
+            orgs = [_org_flag(item, "--org", lambda m, d, e: cc.org_config(m, d, e)) for item in org]
+            orderers = [
+                _org_flag(item, "--orderer-org", lambda m, d, e: cc.orderer_org_config(m, d, e)) for item in orderer_org
+            ]
+            cfg = cc.channel_config(
+                channel,
+                orgs,
+                orderers,
+                cc.batch_config(batch_timeout=batch_timeout, max_message_count=max_message_count),
+            )
+        signer = None
+        if sign_msp_dir is not None:
+            from rumor.crypto.api import CryptoError
+            from rumor.crypto.identity import load_signing_identity
+
+            if not sign_mspid:
+                fail("--sign-msp-dir needs --sign-mspid")
+            try:
+                signer = load_signing_identity(sign_msp_dir, sign_mspid)
+            except (CryptoError, OSError) as exc:
+                fail(f"--sign-msp-dir: {exc}")
+        block = cc.genesis_block(cfg, signer)
+        cc.save_block(output, block)
+    except (cc.ChannelConfigError, channelspec.ChannelSpecError) as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"{output}: {exc.strerror or exc}")
+    orgs_text = ", ".join(o.mspid for o in cfg.orgs)
+    print(
+        f"wrote the genesis block of channel {channel} to {output}: orgs {orgs_text}; "
+        f"orderers {', '.join(cfg.orderer_endpoints) or '(no endpoint)'}; consensus {cfg.consensus_type}"
+    )
+
+
+def _org_flag(item: str, flag: str, make: Any) -> Any:
+    mspid, sep, rest = item.partition("=")
+    if not sep or not mspid or not rest:
+        fail(f"{flag} {item!r}: expected MSPID=MSPDIR[@ENDPOINT,...]")
+    msp_dir, _, endpoints = rest.partition("@")
+    return make(mspid, Path(msp_dir), [e for e in endpoints.split(",") if e])
 
 
 @channel_app.command("list")

@@ -51,6 +51,7 @@ __all__ = [
     "DeliverClient",
     "DeliverError",
     "OrdererClientError",
+    "newest_block",
     "seek_envelope",
 ]
 
@@ -324,6 +325,52 @@ def seek_envelope(
         tls_cert_hash=tls_cert_hash,
         tx_id=False,
     )
+
+
+async def newest_block(
+    endpoints: str | Sequence[str],
+    signer: BlockSigner,
+    channel: str,
+    *,
+    tls: ClientTLS | None = None,
+    max_message_size: int = 100 * MiB,
+) -> int:
+    """The number of the channel's newest block (one seek for the newest header, tried on each endpoint)."""
+    seek = ab_pb2.SeekInfo(
+        start=ab_pb2.SeekPosition(newest=ab_pb2.SeekNewest()),
+        stop=ab_pb2.SeekPosition(newest=ab_pb2.SeekNewest()),
+        behavior=ab_pb2.SeekInfo.FAIL_IF_NOT_READY,
+        content_type=ab_pb2.SeekInfo.HEADER_WITH_SIG,
+    )
+    problems: list[str] = []
+    for endpoint in _endpoints(endpoints):
+        envelope = new_envelope(
+            signer,
+            channel,
+            common_pb2.DELIVER_SEEK_INFO,
+            seek.SerializeToString(deterministic=True),
+            tls_cert_hash=tls.cert_hash if tls is not None else b"",
+            tx_id=False,
+        )
+        grpc_channel = _open_channel(endpoint, tls, max_message_size)
+        try:
+            call = grpc_channel.stream_stream(
+                f"/{SERVICE_NAME}/Deliver",
+                request_serializer=common_pb2.Envelope.SerializeToString,
+                response_deserializer=ab_pb2.DeliverResponse.FromString,
+            )()
+            await call.write(envelope)
+            await call.done_writing()
+            async for reply in call:
+                if reply.WhichOneof("Type") == "block":
+                    return reply.block.header.number
+                problems.append(f"{endpoint}: {status_name(reply.status)}")
+                break
+        except grpc.aio.AioRpcError as exc:
+            problems.append(f"{endpoint}: {_describe(exc)}")
+        finally:
+            await grpc_channel.close()
+    raise DeliverError(Status.SERVICE_UNAVAILABLE, "; ".join(problems) or "no answer")
 
 
 @dataclass(frozen=True)
