@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import hashes
+
 from rumor import channelconfig, configtx
 from rumor.comm.comm import Comm
 from rumor.comm.config import CommConfig
@@ -413,12 +415,19 @@ class Peer:
             merged = channelconfig.org_registry(configs)
         except channelconfig.ChannelConfigError as exc:
             raise PeerError(str(exc)) from None
+        local = self.config.peer.local_msp_id
         for org in merged.orgs.values():
-            if org.mspid != self.config.peer.local_msp_id or org.mspid not in self.registry.orgs:
+            existing = self.registry.orgs.get(org.mspid)
+            if org.mspid == local and existing is not None:
+                # our own MSP stays as loaded from disk, plus any CRL the channels publish for it
+                have = {crl.fingerprint(hashes.SHA256()) for crl in existing.crls}
+                extra = tuple(crl for crl in org.crls if crl.fingerprint(hashes.SHA256()) not in have)
+                if extra:
+                    self.registry.add_org(dataclasses.replace(existing, crls=existing.crls + extra))
+            elif existing != org:
                 self.registry.add_org(org)
-        for crl in (c for o in cfg.orgs if o.mspid == self.config.peer.local_msp_id for c in o.crls):
-            with contextlib.suppress(CryptoError):
-                self.registry.add_crl(self.config.peer.local_msp_id, crl)
+        for mspid in sorted(self.registry.mspids - merged.mspids - {local}):
+            self.registry.remove_org(mspid)  # no channel admits this org any more
         self._channel_configs[cfg.name] = cfg
         self.mcs.register_channel_config(cfg)
 

@@ -45,3 +45,31 @@ def test_readme_has_the_quickstart_and_links_the_docs() -> None:
     for linked in ("docs/configuration.md", "docs/multi-host.md", "examples/embedded_peers.py"):
         assert linked in readme, linked
         assert (ROOT / linked).exists(), linked
+
+
+def test_multi_host_genesis_recipes_run(tmp_path: Path) -> None:
+    """The channel-creation recipes of docs/multi-host.md (the shell one and the Python one) work as written."""
+    page = (ROOT / "docs" / "multi-host.md").read_text()
+    rumor = str(Path(sys.executable).parent / "rumor")
+    done = subprocess.run(
+        [rumor, "crypto", "generate", "--orgs", "2", "--peers-per-org", "2", "--out", "crypto"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    shell = page.split("```sh\nrumor channel create", 1)[1].split("```", 1)[0]
+    args = ["channel", "create", *shell.replace("\\\n", " ").split()]
+    done = subprocess.run([rumor, *args], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    python = next(block.split("```", 1)[0] for block in page.split("```python\n")[1:] if "cc.channel_config" in block)
+    (tmp_path / "mychannel.block").unlink()
+    done = subprocess.run([sys.executable, "-c", python], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+    from rumor import channelconfig as cc
+
+    config = cc.read_genesis((tmp_path / "mychannel.block").read_bytes())
+    assert config.anchor_peers == {
+        "Org1MSP": ["peer0.org1.example.com:7051"],
+        "Org2MSP": ["peer0.org2.example.com:7051"],
+    }
+    assert config.orderer_endpoints == ["orderer.example.com:7050"] and config.batch.batch_timeout == 0.5

@@ -182,6 +182,11 @@ class OrgRegistry:
         self.orgs[org.mspid] = org
         self.generation += 1
 
+    def remove_org(self, mspid: str) -> None:
+        """Forget ``mspid`` (an org removed from every channel): its members no longer validate."""
+        if self.orgs.pop(mspid, None) is not None:
+            self.generation += 1
+
     def org(self, mspid: str) -> Org:
         try:
             return self.orgs[mspid]

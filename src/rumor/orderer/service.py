@@ -2,19 +2,21 @@
 
 ::
 
-    Broadcast(envelope) -> decode, known channel, size, creator of a member org, signature -> BroadcastResponse
+    Broadcast(envelope) -> decode, known channel, size, creator's org in the channel, /Channel/Writers
+                           (signature checked by the policy) -> BroadcastResponse
                            accepted: cutter.ordered(envelope, now) -> batches -> channel's write queue
     timer task           : sleeps until the earliest cutter deadline, then cutter.on_tick(now) -> batches
-    writer task (1/chan) : batches -> new_block(height, last_hash) -> sign_block -> Ledger.commit_many
+    writer task (1/chan) : batches -> new_block(height, last_hash) -> Fabric's metadata (signed
+                           OrdererBlockMetadata with LAST_CONFIG) -> Ledger.commit_many
                            -> wake the Deliver streams of the channel
-    Deliver(seek)        -> decode, DELIVER_SEEK_INFO, known channel, creator of a member or orderer org,
-                           signature, timestamp within 15 minutes -> blocks [start, height) from the ledger,
-                           then each new block as it is committed, until stop -> status SUCCESS
+    Deliver(seek)        -> decode, DELIVER_SEEK_INFO, known channel, /Channel/Readers, TLS certificate hash
+                           bound under mutual TLS, timestamp within 15 minutes -> blocks [start, height) from
+                           the ledger, then each new block as it is committed, until stop -> status SUCCESS
 
 A block's data entries are the submitted envelopes, serialized. SUCCESS on Broadcast means "accepted for
 ordering", as in Fabric; the block follows within batch_timeout. A channel is served from its genesis block
-(block 0 of the ledger), which also gives its orgs, orderer orgs and batch settings; the orderer's own
-identity must belong to one of the channel's orderer orgs.
+(block 0 of the ledger, Fabric's format), whose configuration gives its orgs, policies and batch settings;
+the orderer's own identity must belong to one of the channel's orderer orgs.
 
 Ordering is serialized per channel without locks: the cutter runs synchronously inside the event loop, and
 its batches go through one queue to one writer, which is the only code that appends to the channel's chain.
