@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from conftest import CHANNEL, CRYPTO, FABRIC, block_bytes
+from fabric_fixture import CHANNEL, CRYPTO, FABRIC, block_bytes
 from rumor_processes import RUMOR, clean_env
 from test_fabric_blocks import _without_versions
 

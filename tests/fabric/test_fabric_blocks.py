@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import CHANNEL, FABRIC, HEADER_HASHES, HEIGHT, block_bytes, crypto_service, identity
+from fabric_fixture import CHANNEL, FABRIC, HEADER_HASHES, HEIGHT, block_bytes, crypto_service, identity
 
 from rumor import channelconfig as cc
 from rumor import channelspec, configtx
@@ -247,3 +247,34 @@ def test_genesis_writer_reproduces_the_fixture_config(genesis_config) -> None:  
     assert _without_versions(ours.config.channel_group) == _without_versions(genesis_config.config.channel_group)
     block = cc.genesis_block(ours)
     assert cc.read_genesis(block.SerializeToString()) == ours
+
+
+def test_configtxgens_unsigned_system_genesis_reads_but_cannot_be_joined() -> None:
+    raw = (FABRIC / "blocks" / "system-genesis.block").read_bytes()
+    block = decode_block(raw)
+    opened = cc.config_block_envelope(block)
+    assert opened is not None and opened.creator == b"" and opened.envelope.signature == b""
+    config = cc.read_config_block(raw)
+    assert config.name == "system-channel" and [o.mspid for o in config.orderer_orgs] == ["OrdererMSP"]
+    assert config.orgs == () and cc.last_config_index(block) == 0
+    assert block_header_hash(block.header).hex() == "2d65684d4a8bf473f467a039d78795d25e9817ab23be20bc9d6b5fde2eeae72e"
+    with pytest.raises(cc.ChannelConfigError, match="no application org"):
+        cc.read_genesis(raw)
+
+
+def test_a_genesis_block_of_rumor_0_1_is_refused_with_a_way_out() -> None:
+    # rumor 0.1 put its own ChannelConfig{name = 1, orgs = 2, ...} where Fabric has a ConfigEnvelope
+    old_config = b"\x0a\x09mychannel\x12\x09\x0a\x07Org1MSP"
+    payload = common_pb2.Payload(
+        header=common_pb2.Header(
+            channel_header=common_pb2.ChannelHeader(type=common_pb2.CONFIG, channel_id=CHANNEL).SerializeToString(),
+            signature_header=common_pb2.SignatureHeader(creator=b"c", nonce=b"n").SerializeToString(),
+        ),
+        data=old_config,
+    )
+    from rumor.crypto.blocks import new_block
+
+    block = new_block(0, b"", [common_pb2.Envelope(payload=payload.SerializeToString()).SerializeToString()])
+    with pytest.raises(cc.ChannelConfigError, match=r"written by rumor 0\.1.*recreate the channel") as info:
+        cc.read_genesis(block.SerializeToString())
+    assert "\n" not in str(info.value)

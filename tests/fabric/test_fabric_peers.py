@@ -20,9 +20,9 @@ from pathlib import Path
 
 import aiohttp
 import grpc
-from conftest import CHANNEL, CRYPTO, HEADER_HASHES, HEIGHT, block_bytes
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from fabric_fixture import BLOCKS, CHANNEL, CRYPTO, HEADER_HASHES, HEIGHT, block_bytes
 from polling import wait_for
 from rumor_processes import RUMOR, clean_env
 
@@ -241,7 +241,6 @@ class FabricPeer:
 
 
 def block_bytes_path(number: int) -> Path:
-    from conftest import BLOCKS
 
     return BLOCKS / f"{number}.block"
 
@@ -284,11 +283,12 @@ async def test_rumor_peers_share_a_fabric_channel(tmp_path: Path) -> None:
                 return all(h == height for h in seen)
 
             await wait_for(lambda: all_at(5), 90, "every peer commits blocks 0-4", describe=heights)
-            # Org2's peer met Org1 through the anchor peers of config block 1
-            org2_status = await peers[2].status(http)
-            assert org2_status is not None
-            known = {m["org"] for m in org2_status["membership"] if m["alive"]}
-            assert "Org1MSP" in known, org2_status["membership"]
+            # Org2's peer meets Org1 through the anchor peers of config block 1 (it has no other way to)
+            async def org2_knows_org1() -> bool:
+                status = await peers[2].status(http)
+                return status is not None and "Org1MSP" in {m["org"] for m in status["membership"] if m["alive"]}
+
+            await wait_for(org2_knows_org1, 60, "peer0.org2 knows Org1's peers alive")
 
             # peer1.org1 stops; blocks 5-8 come; it restarts and catches up from its peers
             await peers[1].stop()

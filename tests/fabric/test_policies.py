@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import crypto_service, identity
+from fabric_fixture import crypto_service, identity
 
 from rumor.policies import PolicyError, PolicyTree, SignedData, parse_signature_rule, signature_policy
 from rumor.wire.pb.common import configtx_pb2, policies_pb2

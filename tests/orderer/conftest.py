@@ -103,11 +103,11 @@ async def start_orderer(
     """
     started: list[Orderer] = []
 
-    async def start(*, port: int = 0, tls: bool = True, **kwargs: object) -> Orderer:
+    async def start(*, port: int = 0, tls: bool | ServerTLS = True, **kwargs: object) -> Orderer:
         options: dict = {
             "genesis_blocks": [genesis, slow_genesis],
             "listen_address": f"127.0.0.1:{port}",
-            "tls": server_tls if tls else None,
+            "tls": tls if isinstance(tls, ServerTLS) else (server_tls if tls else None),
             "close_ledger": True,
         }
         options.update(kwargs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import itertools
 
 import grpc
@@ -32,10 +33,12 @@ from rumor.orderer import (
     Backoff,
     BroadcastClient,
     BroadcastError,
+    ClientTLS,
     DeliverClient,
     DeliverError,
     Orderer,
     OrdererError,
+    ServerTLS,
 )
 from rumor.wire.pb.common import common_pb2
 from rumor.wire.pb.orderer import ab_pb2
@@ -69,7 +72,7 @@ async def test_submitted_payloads_come_back_in_signed_chained_blocks(
                 assert client.endpoint == orderer.address
 
     peer_side = X509CryptoService(user2, cc.org_registry([channel_config]))
-    peer_side.register_channel(CHANNEL, cc.orderer_mspids(channel_config))
+    peer_side.register_channel_config(channel_config)
     received: list = []
     async with (
         asyncio.timeout(10),
@@ -95,6 +98,21 @@ async def test_submitted_payloads_come_back_in_signed_chained_blocks(
     for entry in received[1].data.data:
         envelope = common_pb2.Envelope.FromString(entry)
         peer_side.verify(user1.identity, envelope.signature, envelope.payload)
+        opened = cc.open_envelope(envelope)
+        assert opened.channel_id == CHANNEL and len(opened.tx_id) == 64
+        assert opened.tx_id == hashlib.sha256(opened.signature_header.nonce + opened.creator).hexdigest()
+    # Fabric's metadata: five slots; SIGNATURES holds the signed OrdererBlockMetadata naming the last config
+    # block (the genesis), LAST_CONFIG repeats it, TRANSACTIONS_FILTER is left to the committer.
+    for block in received[1:]:
+        assert len(block.metadata.metadata) == 5
+        signed = common_pb2.Metadata.FromString(block.metadata.metadata[0])
+        assert common_pb2.OrdererBlockMetadata.FromString(signed.value).last_config.index == 0
+        assert (
+            common_pb2.LastConfig.FromString(common_pb2.Metadata.FromString(block.metadata.metadata[1]).value).index
+            == 0
+        )
+        assert block.metadata.metadata[2] == b""
+        assert cc.last_config_index(block) == 0
 
 
 async def test_batches_are_cut_by_count_then_by_timeout(start_orderer, user1, client_tls) -> None:
@@ -224,7 +242,10 @@ async def test_deliver_refusals_and_readers(start_orderer, user1, outsider, orde
         now=1_000_000_000,
     )
     assert (await raw_deliver(address, client_tls, stale))[1] == Status.BAD_REQUEST
-    # Orderer orgs may read too.
+    unsigned = seek(user1, CHANNEL, at(0), at(0))
+    unsigned.signature = b""
+    assert (await raw_deliver(address, client_tls, unsigned))[1] == Status.FORBIDDEN
+    # A peer of Org1 is a Reader (admin, peer or client); Orderer orgs may read too.
     blocks, status = await raw_deliver(address, client_tls, seek(orderer_identity, CHANNEL, at(0), at(0)))
     assert (status, len(blocks)) == (Status.SUCCESS, 1)
 
@@ -383,3 +404,31 @@ async def test_start_errors(tmp_path, orderer_identity, user1, genesis, slow_cha
     ).SerializeToString()
     await fails("genesis block given differs from block 0", genesis_blocks=[other])
     await fails("more than one genesis block", genesis_blocks=[genesis, genesis])
+
+
+async def test_seek_requests_are_bound_to_the_clients_tls_certificate(start_orderer, material, user1) -> None:
+    """Under mutual TLS, Fabric's rule: the seek names the SHA-256 of the client's TLS certificate."""
+    node = material.orderers[0]
+    peer = material.org("Org1MSP").nodes[0]
+    tls = ServerTLS.from_files(
+        node.tls_cert, node.tls_key, [material.org("Org1MSP").tlsca_cert], client_auth_required=True
+    )
+    orderer = await start_orderer(tls=tls)
+    client = ClientTLS.from_files([node.tls_ca_cert], peer.tls_cert, peer.tls_key)
+    wrong = cc.new_envelope(
+        user1, CHANNEL, common_pb2.DELIVER_SEEK_INFO,
+        ab_pb2.SeekInfo(start=at(0), stop=at(0)).SerializeToString(), tls_cert_hash=b"\x00" * 32,
+    )  # fmt: skip
+    assert (await raw_deliver(orderer.address, client, wrong))[1] == Status.FORBIDDEN
+    missing = seek(user1, CHANNEL, at(0), at(0))
+    assert (await raw_deliver(orderer.address, client, missing))[1] == Status.FORBIDDEN
+    bound = cc.new_envelope(
+        user1, CHANNEL, common_pb2.DELIVER_SEEK_INFO,
+        ab_pb2.SeekInfo(start=at(0), stop=at(0)).SerializeToString(), tls_cert_hash=client.cert_hash,
+    )  # fmt: skip
+    blocks, status = await raw_deliver(orderer.address, client, bound)
+    assert (status, len(blocks)) == (Status.SUCCESS, 1)
+    # DeliverClient binds its requests by itself
+    assert [
+        b.header.number for b in await collect(DeliverClient(orderer.address, user1, tls=client), CHANNEL, 0, 0)
+    ] == [0]
