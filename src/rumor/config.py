@@ -326,6 +326,33 @@ class GossipConfig:
     max_connection_attempts: int = setting(
         "maxConnectionAttempts", 120, "Attempts to reach a bootstrap peer at startup.", positive=True
     )
+    max_membership_entries: int = setting(
+        "maxMembershipEntries",
+        10_000,
+        "Most alive and dead entries read from one membership response; a larger one is refused whole (entries). "
+        "Not a Fabric key.",
+        positive=True,
+    )
+    max_forged_per_response: int = setting(
+        "maxForgedPerResponse",
+        8,
+        "Alive messages failing verification after which the rest of a membership response is dropped and its "
+        "sender ignored for penaltyDuration (messages). Not a Fabric key.",
+        positive=True,
+    )
+    penalty_duration: float = setting(
+        "penaltyDuration",
+        60.0,
+        "How long a peer that sent forged membership is ignored and disconnected (s). Not a Fabric key.",
+        positive=True,
+    )
+    identify_dials: int = setting(
+        "identifyDials",
+        8,
+        "Dials, per reconnectInterval, to endpoints named by alive messages whose identity is unknown, to learn "
+        "who is there (dials). Not a Fabric key.",
+        positive=True,
+    )
     msg_expiration_factor: int = setting(
         "msgExpirationFactor", 20, "Alive messages expire after this many aliveExpirationTimeouts.", positive=True
     )

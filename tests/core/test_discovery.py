@@ -317,16 +317,19 @@ def test_membership_request_answered_with_alive_and_dead(reg: CheapRegistry) -> 
     d.on_message(received(a, alive_env(a, 1, 1)), 0.0)
     d.on_message(received(b, alive_env(b, 1, 1)), 0.0)
     d.on_connection_lost(b.pki_id, 1.0)
-    out = d.on_message(request_from(asker, 1, 1, nonce=77), 2.0)
+    # The learner dials `me` as its bootstrap peer and asks it, under a nonce of its own.
+    learner = make_discovery(asker, bootstrap=(me.endpoint,))
+    assert learner.start(0.0) == [Handshake(me.endpoint)]
+    ((req, req_msg),) = sends(learner.on_handshake(HandshakeResult(me.endpoint, me.pki_id, me.identity), 1.0))
+    assert req_msg.nonce != 0
+    out = d.on_message(received(asker, req.envelope), 2.0)
     ((resp, msg),) = sends(out, "mem_res")
     assert resp.to == (asker.remote(),)
-    assert msg.nonce == 77
+    assert msg.nonce == req_msg.nonce
     assert pkis(list(msg.mem_res.alive)) == {me.pki_id, a.pki_id}
     assert pkis(list(msg.mem_res.dead)) == {b.pki_id}
     assert d.is_alive(asker.pki_id)  # the requester's own alive message counts
 
-    learner = make_discovery(asker)
-    learner.start(0.0)
     learner.on_message(ReceivedMessage(me.pki_id, me.endpoint, me.identity, resp.envelope, msg), 2.1)
     assert {m.pki_id for m in learner.alive_members()} == {me.pki_id, a.pki_id}
     assert [m.pki_id for m in learner.dead_members()] == [b.pki_id]
@@ -628,3 +631,99 @@ def test_expired_identity_cut_off_at_its_expiry() -> None:
     clock[0] = 12.0
     assert Disconnect(other.pki_id) in run(d, 12.0)
     assert d.lookup(other.pki_id) is None and other.pki_id not in d.identities
+
+
+# --- hostile peers: only answers to our own requests, at bounded cost ---------------------------
+
+
+def _asked_nonce(d: Discovery, peer: Peer, until: float) -> int:
+    """Run ``d`` until ``until``; the nonce of its last membership request to ``peer`` (a newer one replaces)."""
+    nonces = [
+        msg.nonce for effect, msg in sends(run(d, until), "mem_req") if peer.pki_id in {t.pki_id for t in effect.to}
+    ]
+    assert nonces, "no membership request sent"
+    return nonces[-1]
+
+
+def test_unsolicited_membership_responses_are_not_read(reg: CheapRegistry, caplog: pytest.LogCaptureFixture) -> None:
+    me, attacker, other, stranger = (make_peer(reg, n) for n in ("me", "attacker", "other", "stranger"))
+    d = make_discovery(me)
+    d.start(0.0)
+    d.on_message(received(attacker, alive_env(attacker, 1, 1)), 0.0)
+    d.on_message(received(other, alive_env(other, 1, 1)), 0.0)
+    offered = [alive_env(stranger, 1, 1)]
+    with caplog.at_level(logging.WARNING, logger="rumor.discovery"):
+        for nonce in (0, 12345, 777):
+            d.on_message(received(attacker, wire.seal(wire.membership_response(offered, [], nonce=nonce))), 1.0)
+    assert d.lookup(stranger.pki_id) is None
+    assert d.stats.responses_unsolicited == 3
+    assert len([r for r in caplog.records if "nobody asked" in r.message]) == 1  # once a minute per peer
+    # Our request to `other` does not make a response from the attacker acceptable, even with its nonce.
+    nonce = _asked_nonce(d, other, 10.0)
+    d.on_message(received(attacker, wire.seal(wire.membership_response(offered, [], nonce=nonce))), 10.1)
+    assert d.lookup(stranger.pki_id) is None
+    # The answer `other` gives to it is read, once.
+    answer = wire.seal(wire.membership_response(offered, [], nonce=nonce))
+    d.on_message(received(other, answer), 10.2)
+    assert d.is_alive(stranger.pki_id)
+    d.on_message(received(other, answer), 10.3)
+    assert d.stats.responses_unsolicited == 5
+
+
+def test_oversized_membership_response_refused_whole(reg: CheapRegistry) -> None:
+    me, peer = make_peer(reg, "me"), make_peer(reg, "peer")
+    strangers = [make_peer(reg, f"s{i}") for i in range(5)]
+    d = make_discovery(me, max_membership_entries=4)
+    d.start(0.0)
+    d.on_message(received(peer, alive_env(peer, 1, 1)), 0.0)
+    nonce = _asked_nonce(d, peer, 10.0)
+    response = wire.membership_response([alive_env(s, 1, 1) for s in strangers], [], nonce=nonce)
+    d.on_message(received(peer, wire.seal(response)), 10.1)
+    assert d.stats.responses_oversized == 1
+    assert all(d.lookup(s.pki_id) is None for s in strangers)
+
+
+def test_a_response_full_of_forgeries_costs_a_few_checks_and_a_penalty(reg: CheapRegistry) -> None:
+    """Finding: 100,000 wrongly signed alive messages in one response froze a peer for seconds each."""
+    me, attacker, victim = make_peer(reg, "me"), make_peer(reg, "attacker"), make_peer(reg, "victim")
+    d = make_discovery(me, max_forged_per_response=3, penalty_duration=30.0)
+    d.start(0.0)
+    d.on_message(received(attacker, alive_env(attacker, 1, 1)), 0.0)
+    d.on_message(received(victim, alive_env(victim, 1, 1)), 0.0)
+    nonce = _asked_nonce(d, attacker, 10.0)
+    forged = [
+        wire.seal(wire.alive(victim.external, victim.pki_id, 1, 2 + i, identity=victim.identity), attacker.mcs.sign)
+        for i in range(1000)
+    ]
+    out = d.on_message(received(attacker, wire.seal(wire.membership_response(forged, [], nonce=nonce))), 10.1)
+    assert d.stats.alive_forged == 3  # checked three, dropped the rest unread
+    assert d.stats.responses_cut_short == 1
+    assert Disconnect(attacker.pki_id) in out
+    assert events(d, "peer_penalized")[0]["pki_id"] == attacker.pki_id
+    # While penalized, nothing it sends is read, not even a genuine alive message.
+    assert d.on_message(received(attacker, alive_env(attacker, 1, 5)), 20.0) == []
+    assert d.stats.penalized_messages == 1
+    d.on_message(received(attacker, alive_env(attacker, 1, 6)), 41.0)  # after the penalty
+    assert d.is_alive(attacker.pki_id)
+
+
+def test_alive_messages_of_unknown_peers_make_a_bounded_number_of_dials(reg: CheapRegistry) -> None:
+    """Finding: 2,000 unverifiable alive messages naming 2,000 endpoints made a peer dial all of them."""
+    me, relay = make_peer(reg, "me"), make_peer(reg, "relay")
+    d = make_discovery(me, identify_dials=5, reconnect_interval=10.0)
+    d.start(0.0)
+    d.on_message(received(relay, alive_env(relay, 1, 1)), 0.0)
+    nonce = _asked_nonce(d, relay, 5.0)
+    unknown = []
+    for i in range(2000):
+        msg = wire.alive(f"127.0.0.1:{20000 + i}", bytes([i % 256, i // 256]) * 16, 1, 1)
+        unknown.append(wire.seal(msg, relay.mcs.sign))
+    out = d.on_message(received(relay, wire.seal(wire.membership_response(unknown, [], nonce=nonce))), 5.1)
+    dials = [e for e in out if isinstance(e, Handshake)]
+    assert len(dials) == 5
+    assert d.stats.identify_throttled == 1995
+    # The budget refills with time, at identify_dials per reconnect_interval, and the dial records go away.
+    for endpoint in {e.endpoint for e in dials}:
+        d.on_handshake(HandshakeResult(endpoint, error="refused"), 5.2)
+    run(d, 60.0)
+    assert len(d._dials) == 0

@@ -33,6 +33,7 @@ handshake proves its identity.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 from collections.abc import Callable, Iterable
@@ -101,6 +102,11 @@ class DiscoveryStats:
     requests_refused: int = 0
     spoofed_requests: int = 0
     responses_received: int = 0
+    responses_unsolicited: int = 0
+    responses_oversized: int = 0
+    responses_cut_short: int = 0
+    penalized_messages: int = 0
+    identify_throttled: int = 0
     bootstrap_refused: int = 0
     senders_rejected: int = 0
     peers_dead: int = 0
@@ -234,6 +240,13 @@ class Discovery:
         self._held_payloads: dict[bytes, PKIid] = {}
         self._forgotten: dict[PKIid, tuple[int, int, float]] = {}
         self._dials: dict[str, _Dial] = {}
+        # Membership requests we sent and await an answer to: peer -> (nonce, until). Only those get read.
+        self._asked: dict[PKIid, tuple[int, float]] = {}
+        # Peers that sent forged membership: ignored until the time given.
+        self._penalized: dict[PKIid, float] = {}
+        self._identify_tokens = float(config.identify_dials)
+        self._identify_refilled = 0.0
+        self._warned: dict[tuple[str, PKIid], float] = {}
         self._identify_tried: dict[PKIid, float] = {}
         self._protected: set[PKIid] = set()
         self._anchors: set[str] = set()
@@ -430,6 +443,12 @@ class Discovery:
         if not self.running or kind not in DISCOVERY_KINDS or msg.sender == self.pki_id:
             return []
         self._clock = now
+        until = self._penalized.get(msg.sender)
+        if until is not None:
+            if now < until:
+                self.stats.penalized_messages += 1
+                return []
+            del self._penalized[msg.sender]
         if msg.sender_identity:
             # The handshake proved this identity; remembering it lets us check the sender's own alive messages.
             try:
@@ -481,7 +500,7 @@ class Discovery:
         return effects
 
     def _accept_alive(
-        self, envelope: pb.Envelope, now: float, *, as_dead: bool = False
+        self, envelope: pb.Envelope, now: float, *, as_dead: bool = False, quiet: bool = False
     ) -> tuple[str, _Member | None, list[Effect]]:
         """Check one alive envelope and learn from it; returns (outcome, member when fresh, effects)."""
         if envelope.payload in self._held_payloads:
@@ -515,7 +534,7 @@ class Discovery:
             try:
                 self.identities.put(pki_id, am.identity, now)
             except IdentityError as exc:
-                return self._refuse_alive(pki_id, now, str(exc), forged=exc.reason == "mismatch")
+                return self._refuse_alive(pki_id, now, str(exc), forged=exc.reason == "mismatch", quiet=quiet)
             identity = am.identity
         else:
             found = self.identities.get(pki_id, now)
@@ -524,13 +543,13 @@ class Discovery:
                 return _REJECTED, None, self._identify(pki_id, am.membership.endpoint, envelope, now)
             identity = found
         if not envelope.signature:
-            return self._refuse_alive(pki_id, now, "unsigned alive message", forged=True)
+            return self._refuse_alive(pki_id, now, "unsigned alive message", forged=True, quiet=quiet)
         try:
             wire.verify_envelope(envelope, identity, self._mcs)
             org = self._advisor.org_of(identity)
             internal = wire.secret_endpoint(envelope, identity, self._mcs) if org == self.org else None
         except InvalidSignature as exc:
-            return self._refuse_alive(pki_id, now, f"bad signature: {exc}", forged=True)
+            return self._refuse_alive(pki_id, now, f"bad signature: {exc}", forged=True, quiet=quiet)
         except (InvalidIdentity, wire.InvalidMessage) as exc:
             return self._refuse_alive(pki_id, now, str(exc), forged=False)
 
@@ -599,11 +618,12 @@ class Discovery:
         return _FRESH, member, []
 
     def _refuse_alive(
-        self, pki_id: PKIid, now: float, reason: str, *, forged: bool
+        self, pki_id: PKIid, now: float, reason: str, *, forged: bool, quiet: bool = False
     ) -> tuple[str, _Member | None, list[Effect]]:
         if forged:
             self.stats.alive_forged += 1
-            log.warning("dropping forged alive message claiming %s: %s", _short(pki_id), reason)
+            if not quiet:  # in a response the responder is to blame, and is penalized past a few
+                self._warn_once("forged", pki_id, now, f"dropping forged alive message claiming %s: {reason}")
             self.tracer.event("alive_forged", now, pki_id=pki_id, reason=reason)
         else:
             self.stats.alive_rejected += 1
@@ -630,6 +650,17 @@ class Discovery:
         dial = self._dials.get(endpoint)
         if dial is not None and dial.state in ("due", "handshaking", "requested"):
             return []
+        # A token bucket: alive messages name any endpoints they like, and each dial here costs a connection
+        # attempt to it; without a bound, one response could make this peer dial thousands of hosts.
+        rate = self.config.identify_dials / self.config.reconnect_interval
+        self._identify_tokens = min(
+            float(self.config.identify_dials), self._identify_tokens + (now - self._identify_refilled) * rate
+        )
+        self._identify_refilled = now
+        if self._identify_tokens < 1.0:
+            self.stats.identify_throttled += 1
+            return []
+        self._identify_tokens -= 1.0
         self._identify_tried[pki_id] = now
         if dial is None:
             dial = self._add_dial(endpoint)
@@ -735,6 +766,18 @@ class Discovery:
         for pki_id, at in list(self._identify_tried.items()):
             if now - at > self.config.reconnect_interval:
                 del self._identify_tried[pki_id]
+        for pki_id, (_, until) in list(self._asked.items()):
+            if now > until:
+                del self._asked[pki_id]
+        for pki_id, until in list(self._penalized.items()):
+            if now >= until:
+                del self._penalized[pki_id]
+        for endpoint, dial in list(self._dials.items()):
+            # Dials made only to identify a peer are done once tried; keeping them would let the endpoints
+            # named by alive messages pile up without bound.
+            finished = dial.state in ("done", "given_up", "refused")
+            if finished and not (dial.bootstrap or dial.anchor) and now - dial.next_at > self.config.reconnect_interval:
+                del self._dials[endpoint]
         return effects
 
     def _mark_dead(self, member: _Member, now: float, reason: str) -> list[Effect]:
@@ -785,7 +828,10 @@ class Discovery:
         own = self._self_alive(now)
         effects: list[Effect] = []
         for target, org in zip(targets, orgs, strict=True):
-            request = wire.membership_request(self._for_org(own, org), nonce=nonce)
+            asked = nonce or self._rng.getrandbits(64) or 1
+            # One outstanding request per peer: a newer one replaces the older, so this holds a few entries.
+            self._asked[target.pki_id] = (asked, now + self.config.reconnect_interval)
+            request = wire.membership_request(self._for_org(own, org), nonce=asked)
             effects.append(Send(wire.seal(request), (target,)))
         self.stats.requests_sent += len(targets)
         return effects
@@ -869,27 +915,71 @@ class Discovery:
         return trimmed
 
     def _on_membership_response(self, msg: ReceivedMessage, now: float) -> list[Effect]:
+        """Read a membership response, only one answering our request to its sender, at bounded cost.
+
+        Cheap checks first: the nonce must be the one we sent to this very peer (anything else is unsolicited
+        and dropped unread), and the entry count within maxMembershipEntries. Then each entry is checked as an
+        alive message, repeats costing no signature check; once maxForgedPerResponse entries failed
+        verification, the rest is dropped and the sender ignored (and disconnected) for penaltyDuration.
+        """
         self.stats.responses_received += 1
         nonce = msg.message.nonce
-        if nonce:
-            for dial in self._dials.values():
-                if dial.state == "requested" and dial.nonce == nonce and dial.pki_id == msg.sender:
-                    dial.state = "done"
-                    log.debug("%s peer %s answered", dial.kind, dial.endpoint)
+        asked = self._asked.get(msg.sender)
+        if asked is None or asked[0] != nonce or now > asked[1]:
+            self.stats.responses_unsolicited += 1
+            self._warn_once("unsolicited", msg.sender, now, "ignoring a membership response nobody asked %s for")
+            return []
+        del self._asked[msg.sender]
+        for dial in self._dials.values():
+            if dial.state == "requested" and dial.nonce == nonce and dial.pki_id == msg.sender:
+                dial.state = "done"
+                log.debug("%s peer %s answered", dial.kind, dial.endpoint)
         response = msg.message.mem_res
+        if len(response.alive) + len(response.dead) > self.config.max_membership_entries:
+            self.stats.responses_oversized += 1
+            self._warn_once(
+                "oversized",
+                msg.sender,
+                now,
+                f"ignoring a membership response of {len(response.alive) + len(response.dead)} entries from %s "
+                f"(maxMembershipEntries {self.config.max_membership_entries})",
+            )
+            return []
         effects: list[Effect] = []
         held = self._held_payloads
-        for envelope in response.alive:
+        forged_before = self.stats.alive_forged
+        limit = self.config.max_forged_per_response
+        for envelope, as_dead in itertools.chain(
+            ((e, False) for e in response.alive), ((e, True) for e in response.dead)
+        ):
             if envelope.payload in held:  # _accept_alive's first check, inlined: responses mostly repeat
                 self.stats.alive_stale += 1
                 continue
-            effects += self._accept_alive(envelope, now)[2]
-        for envelope in response.dead:
-            if envelope.payload in held:
-                self.stats.alive_stale += 1
-                continue
-            effects += self._accept_alive(envelope, now, as_dead=True)[2]
+            effects += self._accept_alive(envelope, now, as_dead=as_dead, quiet=True)[2]
+            if self.stats.alive_forged - forged_before >= limit:
+                self.stats.responses_cut_short += 1
+                return [*effects, *self._penalize(msg.sender, now, f"{limit} forged alive messages in one response")]
         return effects
+
+    def _penalize(self, pki_id: PKIid, now: float, reason: str) -> list[Effect]:
+        self._penalized[pki_id] = now + self.config.penalty_duration
+        self._asked.pop(pki_id, None)
+        log.warning(
+            "ignoring peer %s for %.0fs and disconnecting it: %s", _short(pki_id), self.config.penalty_duration, reason
+        )
+        self.tracer.event("peer_penalized", now, pki_id=pki_id, reason=reason)
+        return [Disconnect(pki_id)]
+
+    def _warn_once(self, kind: str, pki_id: PKIid, now: float, message: str) -> None:
+        """Log ``message % peer`` at most once a minute per kind and peer (the counters keep the totals)."""
+        key = (kind, pki_id)
+        last = self._warned.get(key)
+        if last is not None and now - last < 60.0:
+            return
+        if len(self._warned) >= 1024:  # bounded: forget the oldest warnings first
+            del self._warned[next(iter(self._warned))]
+        self._warned[key] = now
+        log.warning(message, _short(pki_id))
 
     # --- dialing peers known by endpoint only ---------------------------------------------------
 
