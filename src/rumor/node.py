@@ -60,6 +60,7 @@ from rumor.crypto.identity import SigningIdentity, load_signing_identity
 from rumor.crypto.mcs import X509CryptoService
 from rumor.crypto.msp import OrgRegistry, load_org
 from rumor.ledger import Ledger
+from rumor.lockfile import DirectoryLock, DirectoryLocked
 from rumor.ops.metrics import PeerMetrics
 from rumor.ops.server import OperationsServer
 from rumor.orderer.client import ClientTLS, DeliverClient, DeliverError
@@ -149,6 +150,20 @@ class Peer:
             raise PeerError("peer already started")
         peer = self.config.peer
         data_dir = Path(peer.file_system_path)
+        self._lock = DirectoryLock(data_dir, "rumor peer")
+        try:
+            self._lock.acquire()
+        except (DirectoryLocked, OSError) as exc:
+            raise PeerError(f"peer.fileSystemPath: {exc}") from None
+        try:
+            await self._start(data_dir)
+        except BaseException:
+            if not self._started:
+                self._lock.release()
+            raise
+
+    async def _start(self, data_dir: Path) -> None:
+        peer = self.config.peer
         try:
             data_dir.mkdir(parents=True, exist_ok=True)
             self.signer = load_signing_identity(Path(peer.msp_config_path), peer.local_msp_id)
@@ -249,6 +264,7 @@ class Peer:
         if self.ops is not None:
             await self.ops.stop()
         self.ledger.close()
+        self._lock.release()
         for event in self._commit_events.values():
             event.set()
         self._started = False

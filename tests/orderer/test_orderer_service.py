@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import hashlib
 import itertools
+import os
 
 import grpc
 import pytest
@@ -385,8 +386,8 @@ async def test_deliver_client_stops_at_its_stop(start_orderer, user1, client_tls
 
 
 async def test_start_errors(tmp_path, orderer_identity, user1, genesis, slow_channel_config, server_tls) -> None:
-    async def fails(fragment: str, signer=orderer_identity, **kwargs) -> None:
-        orderer = Orderer(signer, Ledger(tmp_path / "ledger.sqlite"), close_ledger=True, **kwargs)
+    async def fails(fragment: str, signer=orderer_identity, ledger: str = "ledger.sqlite", **kwargs) -> None:
+        orderer = Orderer(signer, Ledger(tmp_path / ledger), close_ledger=True, **kwargs)
         with pytest.raises(OrdererError, match=fragment):
             await orderer.start()
 
@@ -395,7 +396,11 @@ async def test_start_errors(tmp_path, orderer_identity, user1, genesis, slow_cha
     await fails("MSP ID Org1MSP is not one of its orderer orgs", signer=user1, genesis_blocks=[genesis])
 
     async with Orderer(orderer_identity, Ledger(tmp_path / "ledger.sqlite"), genesis_blocks=[genesis]) as running:
-        await fails("cannot listen on .*in use", genesis_blocks=[genesis], listen_address=running.address)
+        await fails(
+            "cannot listen on .*in use", ledger="other.sqlite", genesis_blocks=[genesis], listen_address=running.address
+        )
+        # two orderers on one ledger: refused, naming the holder
+        await fails(f"is in use by another rumor orderer \\(PID {os.getpid()}\\)", genesis_blocks=[genesis])
 
     # Same channel name, different genesis block: the ledger's block 0 wins, and the mismatch is an error.
     other = cc.genesis_block(

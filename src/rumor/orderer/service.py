@@ -65,6 +65,7 @@ from rumor.crypto.blocks import block_header_hash, decode_block, new_block, sign
 from rumor.crypto.identity import SigningIdentity, decode_identity, load_signing_identity
 from rumor.crypto.mcs import X509CryptoService
 from rumor.ledger import Ledger, LedgerError
+from rumor.lockfile import DirectoryLock, DirectoryLocked
 from rumor.orderer.config import OrdererConfig
 from rumor.orderer.cutter import BatchSettings, BlockCutter, EnvelopeTooLarge
 from rumor.policies import PolicyError
@@ -353,6 +354,15 @@ class Orderer:
         if self._server is not None or self._stopped:
             raise RuntimeError("an Orderer starts once")
         server: grpc.aio.Server | None = None
+        ledger_path = Path(self._ledger.path)
+        self._lock = DirectoryLock(ledger_path.parent, "rumor orderer", name=f"{ledger_path.name}.lock")
+        try:
+            self._lock.acquire()
+        except (DirectoryLocked, OSError) as exc:
+            self._stopped = True
+            if self._close_ledger:
+                self._ledger.close()
+            raise OrdererError(f"FileLedger.Location: {exc}") from None
         try:
             self._load_channels()
             self._stopping = asyncio.Event()
@@ -377,6 +387,7 @@ class Orderer:
                 await server.stop(None)
             if self._close_ledger:
                 self._ledger.close()
+            self._lock.release()
             raise
         self._server, self._port = server, port
         for channel in self._channels.values():
@@ -411,6 +422,7 @@ class Orderer:
         await asyncio.gather(*(c.writer for c in self._channels.values() if c.writer is not None))
         if self._close_ledger:
             self._ledger.close()
+        self._lock.release()
         log.info("orderer stopped")
 
     # ----------------------------------------------------------------------------------------------
