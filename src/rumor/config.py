@@ -483,6 +483,13 @@ class OperationsConfig:
     tls: OperationsTLSConfig = field(
         default_factory=OperationsTLSConfig, metadata={"key": "tls", "doc": "TLS of the operations server."}
     )
+    admin_token: str = setting(
+        "adminToken",
+        "",
+        "Secret that admin calls (PUT /logspec) may carry as 'Authorization: Bearer <token>'; only over TLS or on "
+        "a loopback listenAddress. Empty: only a TLS client certificate of an admin of the peer's org. "
+        "Not a Fabric key.",
+    )
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import secrets
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -213,10 +214,12 @@ def init_network(
                         org_leader=False,
                     ),
                 ),
-                operations=OperationsConfig(listen_address=operations),
+                # a fresh secret per peer for its admin calls (operations.adminToken), readable only by its owner
+                operations=OperationsConfig(listen_address=operations, admin_token=secrets.token_hex(16)),
             )
             config_path = peer_dir / "core.yaml"
             config_path.write_text(config_to_yaml(config, header=f"rumor peer {host} of {org.mspid}"))
+            config_path.chmod(0o600)
             if gossip_overrides:
                 apply_gossip_overrides(config_path, gossip_overrides)
             peers.append(PeerEntry(host, org.mspid, endpoint, operations, config_path))

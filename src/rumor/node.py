@@ -26,6 +26,7 @@ import dataclasses
 import logging
 import os
 import random
+import ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -33,7 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import hashes
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import NameOID
 
 from rumor import channelconfig, configtx
 from rumor.comm.comm import Comm
@@ -56,7 +59,7 @@ from rumor.core.types import (
     Send,
 )
 from rumor.crypto.api import CryptoError
-from rumor.crypto.identity import SigningIdentity, load_signing_identity
+from rumor.crypto.identity import SigningIdentity, load_signing_identity, read_pem_certificates, serialize_identity
 from rumor.crypto.mcs import X509CryptoService
 from rumor.crypto.msp import OrgRegistry, load_org
 from rumor.ledger import Ledger
@@ -234,11 +237,27 @@ class Peer:
         self._spawn(self._presumed_dead_loop(), "presumed-dead")
         self._spawn(self._timer_loop(), "timer")
         if self.operations_enabled and self.config.operations.listen_address:
+            ops = self.config.operations
+            try:
+                ssl_context = _operations_ssl(ops)
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                await self.stop()
+                raise PeerError(f"operations.tls: {exc}") from None
+            host = ops.listen_address.rpartition(":")[0].strip("[]")
+            if ops.admin_token and ssl_context is None and host not in ("127.0.0.1", "localhost", "::1"):
+                await self.stop()
+                raise PeerError(
+                    f"operations.adminToken over plain HTTP needs a loopback listenAddress (not {ops.listen_address}); "
+                    "enable operations.tls"
+                )
             self.ops = OperationsServer(
-                self.config.operations.listen_address,
+                ops.listen_address,
                 status=self.status,
                 metrics=self.metrics,
                 health_checks={"comm": lambda: None if self._started and not self._stopping else "stopped"},
+                ssl_context=ssl_context,
+                admin_token=ops.admin_token,
+                admin_check=self._admin_problem,
             )
             self.metrics.refresh = self._refresh_metrics
             try:
@@ -501,6 +520,25 @@ class Peer:
                 log.warning("disconnecting %s: %s", connection.endpoint, exc)
                 self.comm.disconnect(connection.pki_id)
 
+    def _admin_problem(self, der: bytes) -> str | None:
+        """None when the client certificate ``der`` is an admin of this peer's own org, else why not."""
+        local = self.config.peer.local_msp_id
+        try:
+            cert = x509.load_der_x509_certificate(der)
+            pem = cert.public_bytes(serialization.Encoding.PEM)
+            self.registry.validate(serialize_identity(local, pem))
+        except (CryptoError, ValueError) as exc:
+            return f"not a valid identity of {local}: {exc}"
+        org = self.registry.orgs.get(local)
+        ous = {str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)}
+        if org is not None and org.node_ous is not None and org.node_ous.admin and org.node_ous.admin in ous:
+            return None
+        admins = Path(self.config.peer.msp_config_path) / "admincerts"
+        with contextlib.suppress(CryptoError):
+            if any(c == cert for c in read_pem_certificates(admins)):
+                return None
+        return f"{cert.subject.rfc4514_string()} is a member of {local}, not an admin"
+
     def _apply(self, effects: list[Effect]) -> None:
         """Carry out the core's effects; none of them waits."""
         for effect in effects:
@@ -644,6 +682,24 @@ class Peer:
         for name, runtime in self.core.channels.items():
             self.metrics.payload_buffer_size.labels(name).set(len(runtime.state.buffer))
             self.metrics.state_height.labels(name).set(self.ledger.height(name))
+
+
+def _operations_ssl(ops: Any) -> ssl.SSLContext | None:
+    """The operations server's TLS, as operations.tls says (None: plain HTTP)."""
+    tls = ops.tls
+    if not tls.enabled:
+        return None
+    if not tls.cert_file or not tls.key_file:
+        raise ValueError("enabled without cert.file and key.file")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tls.cert_file, tls.key_file)
+    if tls.client_root_cas_files:
+        for path in tls.client_root_cas_files:
+            context.load_verify_locations(cafile=path)
+        context.verify_mode = ssl.CERT_REQUIRED if tls.client_auth_required else ssl.CERT_OPTIONAL
+    elif tls.client_auth_required:
+        raise ValueError("clientAuthRequired without clientRootCAs.files")
+    return context
 
 
 def _reachable(address: str, listening: str) -> str:

@@ -23,6 +23,7 @@ async def server() -> AsyncIterator[OperationsServer]:
         status=lambda: {"peer_id": "peer0", "channels": {"mychannel": {"height": 42}}},
         metrics=metrics,
         health_checks={"ledger": lambda: problems["ledger"]},
+        admin_token="s3cret",
     )
     ops.problems = problems  # type: ignore[attr-defined]
     await ops.start()
@@ -60,15 +61,43 @@ async def test_status_json(server: OperationsServer) -> None:
 
 
 async def test_logspec_changes_levels_at_run_time(server: OperationsServer) -> None:
+    admin = {"Authorization": "Bearer s3cret"}
     async with aiohttp.ClientSession() as session:
-        async with session.put(f"http://{server.address}/logspec", json={"spec": "rumor.comm=debug:warning"}) as r:
+        url = f"http://{server.address}/logspec"
+        async with session.put(url, json={"spec": "rumor.comm=debug:warning"}, headers=admin) as r:
             assert r.status == 200
-        assert logging.getLogger("rumor").level == logging.WARNING
         assert logging.getLogger("rumor.comm").level == logging.DEBUG
-        async with session.put(f"http://{server.address}/logspec", json={"spec": "loud"}) as r:
-            assert r.status == 400 and "unknown level" in await r.text()
-        async with session.get(f"http://{server.address}/logspec") as r:
-            assert (await r.json()) == {"spec": "rumor.comm=debug:warning"}
+        async with session.put(url, json={"spec": "loud"}, headers=admin) as r:
+            assert r.status == 400 and "bad log specification" in (await r.json())["error"]
+        async with session.get(url) as r:
+            assert (await r.json())["spec"] == "rumor.comm=debug:warning"
+
+
+async def test_logspec_is_an_admin_call(server: OperationsServer) -> None:
+    """Finding: anyone who reached the port could PUT /logspec {"spec": "error"} and hide every warning."""
+    async with aiohttp.ClientSession() as session:
+        url = f"http://{server.address}/logspec"
+        async with session.put(url, json={"spec": "error"}) as r:
+            assert r.status == 401 and "Bearer" in (await r.json())["error"]
+        async with session.put(url, json={"spec": "error"}, headers={"Authorization": "Bearer guess"}) as r:
+            assert r.status == 403
+        async with session.get(url) as r:
+            assert (await r.json())["spec"] == "info"
+    assert logging.getLogger("rumor").level != logging.ERROR
+
+
+async def test_hostile_bodies_get_a_clear_answer(server: OperationsServer) -> None:
+    admin = {"Authorization": "Bearer s3cret", "Content-Type": "application/json"}
+    async with aiohttp.ClientSession() as session:
+        url = f"http://{server.address}/logspec"
+        async with session.put(url, data="[" * 60_000, headers=admin) as r:  # nested deeper than any parser allows
+            assert r.status == 400 and "nested too deeply" in (await r.json())["error"]
+        async with session.put(url, data='{"spec": "' + "x" * 100_000 + '"}', headers=admin) as r:
+            assert r.status == 413
+        async with session.put(url, data="[1, 2]", headers=admin) as r:
+            assert r.status == 400
+        async with session.get(f"http://{server.address}/healthz") as r:
+            assert r.status == 200
 
 
 def test_parse_logspec() -> None:

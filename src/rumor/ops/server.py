@@ -5,16 +5,26 @@
     GET  /api/status  the peer's view as JSON (identity, channels, heights, leader, membership)
     GET  /logspec     the current log specification
     PUT  /logspec     {"spec": "debug"} or {"spec": "rumor.comm=debug:info"} changes log levels at run time
+                      (an admin call, see below)
     GET  /            the live dashboard of this peer's view (membership graph, heights, traffic, events),
                       fed over the WebSocket GET /ws; GET /api/dashboard is one snapshot of it as JSON
 
 The log specification follows Fabric's: colon-separated terms, each either a
 level (the default for every rumor logger) or ``logger[,logger]=level``.
+
+Calls that change anything are *admin calls*: they need either a TLS client certificate that ``admin_check``
+accepts (the peer wires it to "an admin of this peer's own org") or, when ``admin_token`` is set, the header
+``Authorization: Bearer <token>``; without either they get 401 (no credentials) or 403 (wrong ones). Over TLS
+(``ssl_context``) the server asks for a client certificate, requiring one when so configured. Request bodies are
+bounded (``max_body`` bytes) and nesting deeper than JSON's recursion limit is a 400, never a crash.
 """
 
 from __future__ import annotations
 
+import hmac
+import json
 import logging
+import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -24,6 +34,10 @@ from rumor.ops.dashboard import Dashboard
 from rumor.ops.metrics import PeerMetrics
 
 StatusProvider = Callable[[], Mapping[str, Any]]
+AdminCheck = Callable[[bytes], str | None]
+"""Given a client certificate (DER), None when it belongs to an admin, else why not."""
+MAX_BODY = 64 * 1024
+log = logging.getLogger("rumor.ops")
 HealthCheck = Callable[[], Awaitable[str | None] | str | None]
 """A named check returns None when healthy, else the reason."""
 
@@ -88,7 +102,14 @@ class OperationsServer:
         *,
         dashboard: bool = True,
         dashboard_interval: float = 1.0,
+        ssl_context: ssl.SSLContext | None = None,
+        admin_token: str = "",
+        admin_check: AdminCheck | None = None,
+        max_body: int = MAX_BODY,
     ) -> None:
+        self.ssl_context = ssl_context
+        self.admin_token = admin_token
+        self.admin_check = admin_check
         host, _, port = listen_address.rpartition(":")
         self.host = host or "127.0.0.1"
         self.requested_port = int(port)
@@ -97,7 +118,7 @@ class OperationsServer:
         self.health_checks = dict(health_checks or {})
         self.logspec = "info"
         self._overrides: dict[str, int] = {}
-        self.app = web.Application()
+        self.app = web.Application(client_max_size=max_body)
         self.app.add_routes(
             [
                 web.get("/healthz", self._healthz),
@@ -128,7 +149,7 @@ class OperationsServer:
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.requested_port)
+        site = web.TCPSite(self._runner, self.host, self.requested_port, ssl_context=self.ssl_context)
         await site.start()
         self.port = self._runner.addresses[0][1]
         if self.dashboard is not None:
@@ -167,14 +188,49 @@ class OperationsServer:
     async def _get_logspec(self, _request: web.Request) -> web.Response:
         return web.json_response({"spec": self.logspec})
 
+    def _refuse_non_admin(self, request: web.Request) -> web.Response | None:
+        """None when the request may change things (see the module doc), else the answer that refuses it."""
+        ssl_object = request.transport.get_extra_info("ssl_object") if request.transport is not None else None
+        cert = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        if cert and self.admin_check is not None:
+            problem = self.admin_check(cert)
+            if problem is None:
+                return None
+            log.warning("admin call %s %s refused: %s", request.method, request.path, problem)
+            return web.json_response({"error": f"not an admin: {problem}"}, status=403)
+        header = request.headers.get("Authorization", "")
+        if self.admin_token and header:
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self.admin_token.encode()):
+                return None
+            log.warning("admin call %s %s refused: wrong token", request.method, request.path)
+            return web.json_response({"error": "wrong admin token"}, status=403)
+        how = []
+        if self.admin_check is not None and self.ssl_context is not None:
+            how.append("a TLS client certificate of an admin")
+        if self.admin_token:
+            how.append("Authorization: Bearer <operations.adminToken>")
+        wanted = " or ".join(how) or "operations.adminToken set in the peer's configuration (or operations.tls)"
+        return web.json_response({"error": f"admin call: needs {wanted}"}, status=401)
+
     async def _put_logspec(self, request: web.Request) -> web.Response:
+        refused = self._refuse_non_admin(request)
+        if refused is not None:
+            return refused
         try:
-            body = await request.json()
+            body = json.loads(await request.text())
+            if not isinstance(body, dict):
+                raise TypeError("the body must be a JSON object")
             spec = body["spec"]
             if not isinstance(spec, str):
                 raise TypeError("spec must be a string")
             self._overrides = apply_logspec(spec, self._overrides)
+        except web.HTTPRequestEntityTooLarge:
+            raise
+        except RecursionError:
+            return web.json_response({"error": "bad log specification: JSON nested too deeply"}, status=400)
         except (ValueError, KeyError, TypeError) as exc:
             return web.json_response({"error": f"bad log specification: {exc}"}, status=400)
+        log.info("log specification set to %r", spec)
         self.logspec = spec
         return web.json_response({"spec": spec})
