@@ -119,3 +119,18 @@ def test_kill_9_during_commits_leaves_a_consistent_chain(tmp_path: Path) -> None
         assert block.header.previous_hash == prev
         prev = block_header_hash(block.header)
     assert number + 1 == height
+
+
+def test_pending_envelopes_leave_the_queue_with_the_block_that_holds_them(tmp_path) -> None:  # type: ignore[no-untyped-def]
+
+    ledger = Ledger(tmp_path / "l.sqlite")
+    assert ledger.add_pending([("ch", b"a"), ("ch", b"b"), ("other", b"x"), ("ch", b"c")]) == [1, 2, 1, 3]
+    ledger.commit("ch", new_block(0, b"", [b"genesis"]).SerializeToString())
+    ledger.commit_many(
+        "ch", [new_block(1, ledger.last_hash("ch"), [b"a", b"b"]).SerializeToString()], consumed_through=2
+    )
+    ledger.close()
+    reopened = Ledger(tmp_path / "l.sqlite")  # what a restart after kill -9 finds
+    assert reopened.pending("ch") == [(3, b"c")]
+    assert reopened.pending("other") == [(1, b"x")]
+    assert reopened.add_pending([("ch", b"d")]) == [4]  # numbers keep growing past those stored

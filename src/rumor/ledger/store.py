@@ -12,12 +12,18 @@ loss, and a crash mid-commit leaves no partial block (the transaction rolls
 back on the next open). ``commit_many`` writes a run of blocks in one
 transaction, one fsync for the lot, which is what makes catch-up fast.
 
+The ``pending`` table is the ordering service's queue of envelopes it acknowledged but has not cut into a block
+yet: ``add_pending`` stores a burst of them in one transaction (the orderer answers SUCCESS only after it), and
+``commit_many(..., consumed_through=seq)`` deletes those a block now holds in the block's own transaction, so an
+envelope is always either pending or in a block, never lost and never both.
+
 Access is serialized by a lock so the peer may call from its event loop or a
 worker thread.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
@@ -33,6 +39,12 @@ CREATE TABLE IF NOT EXISTS blocks (
     header_hash BLOB NOT NULL,
     block BLOB NOT NULL,
     PRIMARY KEY (channel, number)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pending (
+    channel TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    envelope BLOB NOT NULL,
+    PRIMARY KEY (channel, seq)
 ) WITHOUT ROWID;
 """
 
@@ -56,6 +68,9 @@ class Ledger:
             raise LedgerError(f"cannot open ledger {self.path}: {exc}") from None
         self._lock = threading.Lock()
         self._tips: dict[str, tuple[int, bytes]] = {}
+        # Next pending sequence number per channel; numbers only grow within a process (a restart starts after
+        # the highest one stored, or at 1 once the queue was emptied: they only order the queue, not blocks).
+        self._pending_next: dict[str, int] = {}
         rows = self._db.execute(
             "SELECT channel, number, header_hash FROM blocks b WHERE number = "
             "(SELECT MAX(number) FROM blocks WHERE channel = b.channel)"
@@ -84,8 +99,12 @@ class Ledger:
         """Append one serialized ``common.Block``; durable when this returns."""
         self.commit_many(channel, [block])
 
-    def commit_many(self, channel: str, blocks: Sequence[bytes]) -> None:
-        """Append consecutive serialized blocks in one transaction: all of them or none."""
+    def commit_many(self, channel: str, blocks: Sequence[bytes], *, consumed_through: int | None = None) -> None:
+        """Append consecutive serialized blocks in one transaction: all of them or none.
+
+        ``consumed_through`` (the orderer's): the pending envelopes of ``channel`` up to that sequence number are
+        in these blocks, and leave the pending queue in the same transaction.
+        """
         if not blocks:
             return
         with self._lock:
@@ -95,11 +114,57 @@ class Ledger:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 self._db.executemany("INSERT INTO blocks VALUES (?, ?, ?, ?)", rows)
+                if consumed_through is not None:
+                    self._db.execute("DELETE FROM pending WHERE channel = ? AND seq <= ?", (channel, consumed_through))
                 self._db.execute("COMMIT")
             except sqlite3.DatabaseError as exc:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise LedgerError(f"channel {channel}: cannot store blocks: {exc}") from None
             self._tips[channel] = (height + len(blocks), hashes[-1])
+
+    def _rollback(self) -> None:
+        # SQLite rolls a transaction back by itself on some errors (disk full among them); a second ROLLBACK
+        # would then fail with "no transaction is active" and hide the real error.
+        if self._db.in_transaction:
+            with contextlib.suppress(sqlite3.DatabaseError):
+                self._db.execute("ROLLBACK")
+
+    def add_pending(self, items: Sequence[tuple[str, bytes]]) -> list[int]:
+        """Store envelopes awaiting a block, (channel, envelope) in order, in one transaction; their sequence
+        numbers (per channel, increasing). Durable when this returns."""
+        if not items:
+            return []
+        with self._lock:
+            seqs: list[int] = []
+            rows = []
+            next_seq = dict(self._pending_next)
+            for channel, envelope in items:
+                seq = next_seq.get(channel)
+                if seq is None:
+                    row = self._db.execute("SELECT MAX(seq) FROM pending WHERE channel = ?", (channel,)).fetchone()
+                    seq = row[0] + 1 if row is not None and row[0] is not None else 1
+                next_seq[channel] = seq + 1
+                seqs.append(seq)
+                rows.append((channel, seq, envelope))
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany("INSERT INTO pending VALUES (?, ?, ?)", rows)
+                self._db.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                self._rollback()
+                raise LedgerError(f"cannot store pending envelopes: {exc}") from None
+            self._pending_next = next_seq
+            return seqs
+
+    def pending(self, channel: str) -> list[tuple[int, bytes]]:
+        """The envelopes of ``channel`` acknowledged but in no block yet, in order."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, envelope FROM pending WHERE channel = ? ORDER BY seq", (channel,)
+            ).fetchall()
+        if rows:
+            self._pending_next[channel] = max(self._pending_next.get(channel, 0), rows[-1][0] + 1)
+        return [(seq, envelope) for seq, envelope in rows]
 
     def get_block(self, channel: str, number: int) -> bytes | None:
         """The serialized block ``number`` of ``channel``, or None when the ledger has none."""

@@ -13,8 +13,11 @@
                            bound under mutual TLS, timestamp within 15 minutes -> blocks [start, height) from
                            the ledger, then each new block as it is committed, until stop -> status SUCCESS
 
-A block's data entries are the submitted envelopes, serialized. SUCCESS on Broadcast means "accepted for
-ordering", as in Fabric; the block follows within batch_timeout. A channel is served from its genesis block
+A block's data entries are the submitted envelopes, serialized. SUCCESS on Broadcast means durable: the envelope
+is in the ledger's pending queue (one transaction and one fsync per burst of envelopes, whatever stream they came
+on) and survives kill -9; after a restart the pending envelopes are cut first, and a block's commit takes its
+envelopes off the queue in the same transaction, so none is lost and none ordered twice. The block follows within
+batch_timeout. A channel is served from its genesis block
 (block 0 of the ledger, Fabric's format), whose configuration gives its orgs, policies and batch settings;
 the orderer's own identity must belong to one of the channel's orderer orgs.
 
@@ -34,6 +37,7 @@ import contextlib
 import hashlib
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +88,7 @@ MiB = 1024 * 1024
 # recorded request cannot be replayed much later.
 SEEK_TIME_WINDOW = 15 * 60.0
 _READ_BATCH = 64
+_IN_FLIGHT = 1024  # envelopes of one Broadcast stream read ahead of their answers
 
 Status = common_pb2.Status
 _NOT_ORDERABLE = {
@@ -148,7 +153,10 @@ class _Channel:
     config: ChannelConfig
     cutter: BlockCutter
     last_config: int = 0  # number of the newest config block, recorded in every block's metadata
-    queue: asyncio.Queue[list[bytes] | None] = field(default_factory=asyncio.Queue)
+    # Batches cut and waiting for the writer, each with the pending sequence number of its last envelope.
+    queue: asyncio.Queue[tuple[list[bytes], int] | None] = field(default_factory=asyncio.Queue)
+    # Pending sequence numbers of the envelopes in the cutter, in order (the cutter keeps their order).
+    seqs: deque[int] = field(default_factory=deque)
     # Replaced by a fresh event after each commit: a waiter takes the current one, then re-checks the height.
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     writer: asyncio.Task[None] | None = None
@@ -268,6 +276,10 @@ class Orderer:
         self._timer_wakeup: asyncio.Event | None = None
         self._stopping: asyncio.Event | None = None
         self._stopped = False
+        self._to_persist: list[tuple[_Channel, bytes, asyncio.Future[ab_pb2.BroadcastResponse]]] = []
+        self._persist_wakeup: asyncio.Event | None = None
+        self._persister: asyncio.Task[None] | None = None
+        self._persist_done = False
 
     @classmethod
     def from_config(cls, config: OrdererConfig) -> Orderer:
@@ -390,8 +402,21 @@ class Orderer:
             self._lock.release()
             raise
         self._server, self._port = server, port
+        now = self._clock()
         for channel in self._channels.values():
+            # Envelopes acknowledged before a crash and in no block yet are cut first, in their order.
+            recovered = self._ledger.pending(channel.name)
+            for seq, raw in recovered:
+                self._cut(channel, raw, seq, now)
+            if recovered:
+                log.info(
+                    "channel %s: %d acknowledged envelopes recovered from the pending queue",
+                    channel.name,
+                    len(recovered),
+                )
             channel.writer = asyncio.create_task(self._write_blocks(channel), name=f"orderer-writer-{channel.name}")
+        self._persist_wakeup = asyncio.Event()
+        self._persister = asyncio.create_task(self._persist(), name="orderer-persist")
         self._timer = asyncio.create_task(self._run_timer(), name="orderer-timer")
         log.info(
             "orderer %s listening on %s (%s), channels: %s",
@@ -414,10 +439,17 @@ class Orderer:
             self._timer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._timer
+        if self._persister is not None:
+            # envelopes being stored finish (and get their answers) before the last cut
+            self._persist_done = True
+            assert self._persist_wakeup is not None
+            self._persist_wakeup.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._persister
         for channel in self._channels.values():
             rest = channel.cutter.cut()
             if rest:
-                channel.queue.put_nowait(rest)
+                channel.queue.put_nowait(self._batch(channel, rest))
             channel.queue.put_nowait(None)
         await asyncio.gather(*(c.writer for c in self._channels.values() if c.writer is not None))
         if self._close_ledger:
@@ -504,7 +536,7 @@ class Orderer:
             while not channel.queue.empty():
                 batches.append(channel.queue.get_nowait())
             done = None in batches
-            todo = [b for b in batches if b]
+            todo = [b for b in batches if b is not None and b[0]]
             if todo and channel.failure is None:
                 try:
                     await self._commit(channel, todo)
@@ -514,11 +546,12 @@ class Orderer:
             if done:
                 return
 
-    async def _commit(self, channel: _Channel, batches: list[list[bytes]]) -> None:
+    async def _commit(self, channel: _Channel, batches: list[tuple[list[bytes], int]]) -> None:
         number = self._ledger.height(channel.name)
         previous = self._ledger.last_hash(channel.name)
         raws: list[bytes] = []
-        for batch in batches:
+        consumed = max(seq for _, seq in batches)
+        for batch, _ in batches:
             block = new_block(number, previous, batch)
             # Fabric v2's metadata: the signed OrdererBlockMetadata names the newest config block, and the
             # LAST_CONFIG slot repeats it unsigned for older readers; TRANSACTIONS_FILTER is the committer's.
@@ -529,8 +562,9 @@ class Orderer:
             raws.append(block.SerializeToString(deterministic=True))
             previous = block_header_hash(block.header)
             number += 1
-        # Several batches queued up behind one fsync are written in one transaction.
-        await asyncio.to_thread(self._ledger.commit_many, channel.name, raws)
+        # Several batches queued up behind one fsync are written in one transaction, which also takes their
+        # envelopes off the pending queue.
+        await asyncio.to_thread(self._ledger.commit_many, channel.name, raws, consumed_through=consumed)
         channel.notify()
         log.debug(
             "channel %s: committed blocks %d..%d (%d envelopes)",
@@ -547,7 +581,7 @@ class Orderer:
             earliest: float | None = None
             for channel in self._channels.values():
                 for batch in channel.cutter.on_tick(now):
-                    channel.queue.put_nowait(batch)
+                    channel.queue.put_nowait(self._batch(channel, batch))
                 deadline = channel.cutter.deadline
                 if deadline is not None and (earliest is None or deadline < earliest):
                     earliest = deadline
@@ -601,18 +635,94 @@ class Orderer:
     async def _broadcast(
         self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[ab_pb2.BroadcastResponse]:
-        async for raw in self._until_stopped(requests):
-            try:
-                reply = self._order(raw)
-            except Exception:
-                log.exception("broadcast: unexpected error")
-                reply = _broadcast_reply(Status.INTERNAL_SERVER_ERROR, "internal error in the orderer")
-            if reply.status != Status.SUCCESS:
-                log.debug("broadcast refused: %s: %s", _status_name(reply.status), reply.info)
-            yield reply
+        """Answer each envelope in order; SUCCESS only once it is durable in the pending queue.
 
-    def _order(self, raw: bytes) -> ab_pb2.BroadcastResponse:
-        assert self._stopping is not None and self._timer_wakeup is not None
+        A reader takes envelopes ahead (at most ``_IN_FLIGHT`` per stream) so that a pipelining client's burst
+        shares one fsync; the answers follow in the order the envelopes came.
+        """
+        answers: asyncio.Queue[asyncio.Future[ab_pb2.BroadcastResponse] | None] = asyncio.Queue(_IN_FLIGHT)
+
+        async def read() -> None:
+            try:
+                async for raw in self._until_stopped(requests):
+                    await answers.put(self._admit(raw))
+            finally:
+                await answers.put(None)
+
+        reader = asyncio.ensure_future(read())
+        try:
+            while (answer := await answers.get()) is not None:
+                reply = await answer
+                if reply.status != Status.SUCCESS:
+                    log.debug("broadcast refused: %s: %s", _status_name(reply.status), reply.info)
+                yield reply
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+
+    def _admit(self, raw: bytes) -> asyncio.Future[ab_pb2.BroadcastResponse]:
+        """The answer to one envelope: at once when it is refused, after the group commit when it is taken."""
+        answer: asyncio.Future[ab_pb2.BroadcastResponse] = asyncio.get_running_loop().create_future()
+        try:
+            reply = self._check(raw)
+        except Exception:
+            log.exception("broadcast: unexpected error")
+            reply = _broadcast_reply(Status.INTERNAL_SERVER_ERROR, "internal error in the orderer")
+        if isinstance(reply, _Channel):
+            self._to_persist.append((reply, raw, answer))
+            assert self._persist_wakeup is not None
+            self._persist_wakeup.set()
+        else:
+            answer.set_result(reply)
+        return answer
+
+    async def _persist(self) -> None:
+        """Group commit: every envelope taken since the last round goes to the pending queue in one transaction,
+        then into the cutters, then each waiting stream hears SUCCESS."""
+        assert self._persist_wakeup is not None and self._timer_wakeup is not None
+        while True:
+            if not self._to_persist:
+                if self._persist_done:
+                    return
+                await self._persist_wakeup.wait()
+                self._persist_wakeup.clear()
+                continue
+            items, self._to_persist = self._to_persist, []
+            try:
+                seqs = await asyncio.to_thread(self._ledger.add_pending, [(c.name, raw) for c, raw, _ in items])
+            except Exception as exc:  # nothing was stored: every envelope of the round is refused, none lost
+                log.error("cannot store %d envelopes: %s", len(items), exc)
+                for _, _, answer in items:
+                    if not answer.done():
+                        answer.set_result(_broadcast_reply(Status.SERVICE_UNAVAILABLE, f"cannot store: {exc}"))
+                continue
+            now = self._clock()
+            rearm = False
+            for (channel, raw, answer), seq in zip(items, seqs, strict=True):
+                rearm |= self._cut(channel, raw, seq, now)
+                if not answer.done():
+                    answer.set_result(_broadcast_reply(Status.SUCCESS))
+            if rearm:
+                self._timer_wakeup.set()
+
+    def _cut(self, channel: _Channel, raw: bytes, seq: int, now: float) -> bool:
+        """Give a durable envelope to the channel's cutter; whether its batch deadline changed."""
+        armed = channel.cutter.deadline
+        channel.seqs.append(seq)
+        for batch in channel.cutter.ordered(raw, now):
+            channel.queue.put_nowait(self._batch(channel, batch))
+        return channel.cutter.deadline != armed
+
+    def _batch(self, channel: _Channel, batch: list[bytes]) -> tuple[list[bytes], int]:
+        last = 0
+        for _ in batch:
+            last = channel.seqs.popleft()
+        return batch, last
+
+    def _check(self, raw: bytes) -> ab_pb2.BroadcastResponse | _Channel:
+        """The channel an envelope may be ordered on, or the reply refusing it."""
+        assert self._stopping is not None
         if self._stopping.is_set():
             return _broadcast_reply(Status.SERVICE_UNAVAILABLE, "the orderer is shutting down")
         try:
@@ -636,12 +746,7 @@ class Orderer:
         problem = self._authorize(opened, channel, CHANNEL_WRITERS)
         if problem is not None:
             return _broadcast_reply(Status.FORBIDDEN, problem)
-        armed = channel.cutter.deadline
-        for batch in channel.cutter.ordered(raw, self._clock()):
-            channel.queue.put_nowait(batch)
-        if channel.cutter.deadline != armed:
-            self._timer_wakeup.set()
-        return _broadcast_reply(Status.SUCCESS)
+        return channel
 
     def _authorize(self, opened: OpenedEnvelope, channel: _Channel, policy: str) -> str | None:
         """Why the envelope's creator does not satisfy the channel's ``policy``, or None when it does.
