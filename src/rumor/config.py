@@ -302,6 +302,19 @@ class GossipConfig:
     )
     recv_buff_size: int = setting("recvBuffSize", 20, "Received messages buffered per connection (messages).")
     send_buff_size: int = setting("sendBuffSize", 200, "Outgoing messages buffered per connection (messages).")
+    send_buff_bytes: int = setting(
+        "sendBuffBytes",
+        16 * 1024 * 1024,
+        "Outgoing bytes buffered per connection; one message of any size may wait alone (bytes). Not a Fabric key.",
+        positive=True,
+    )
+    write_timeout: float = setting(
+        "writeTimeout",
+        30.0,
+        "Longest time one outgoing message may take to write; a connection whose reader stalls longer is closed "
+        "(s). Not a Fabric key.",
+        positive=True,
+    )
     digest_wait_time: float = setting(
         "digestWaitTime", 1.0, "Wait for digests after a pull hello before requesting items (s)."
     )

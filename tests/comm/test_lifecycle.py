@@ -210,3 +210,30 @@ async def test_disconnect_is_not_reported_as_death_locally(comms) -> None:  # ty
     # b only sees its stream end, which is all a vanished peer looks like from there.
     assert await asyncio.wait_for(dead_b.get(), 5) == a.pki_id
     assert a.connections() == [] and len(dead_a) == 0
+
+
+async def test_a_peer_that_stops_reading_is_cut_off_by_the_write_timeout(comms, subprocess_peer) -> None:  # type: ignore[no-untyped-def]
+    """Finding: a peer that never reads held ~2 GB of the victim's memory. Here its process is frozen (SIGSTOP):
+    TCP and HTTP/2 windows fill, a write blocks, and after writeTimeout the connection ends."""
+    import signal
+
+    a = await comms(ORG1, presumed_dead_grace=0.1, write_timeout=1.0, send_buff_bytes=4 * 1024 * 1024)
+    dead = a.presumed_dead()
+    echoes = a.subscribe()
+    await subprocess_peer.start()
+    remote = subprocess_peer.remote
+    a.send(data(1), [remote])
+    assert await next_data(echoes) == 1
+    assert subprocess_peer.proc is not None
+    subprocess_peer.proc.send_signal(signal.SIGSTOP)
+    try:
+        big = data(2, size=256 * 1024)
+        for _ in range(200):  # 50 MB offered; at most send_buff_bytes of it is ever queued
+            a.send(big, [remote])
+            assert a.queued_bytes(remote.pki_id) <= 4 * 1024 * 1024 + len(big.SerializeToString())
+            await asyncio.sleep(0)
+        assert a.metrics.overflow_count > 0
+        assert await asyncio.wait_for(dead.get(), 30) == remote.pki_id
+        assert a.connection(remote.pki_id) is None
+    finally:
+        subprocess_peer.proc.send_signal(signal.SIGCONT)

@@ -463,6 +463,14 @@ class Comm:
         pending = self._pending.get(pki_id)
         return len(pending.frames) if pending is not None else 0
 
+    def queued_bytes(self, pki_id: bytes) -> int:
+        """Bytes waiting in the outgoing queue to ``pki_id`` (bounded by send_buff_bytes plus one message)."""
+        conn = self._conns.get(pki_id)
+        if conn is not None:
+            return conn.queued_bytes
+        pending = self._pending.get(pki_id)
+        return sum(len(f) for f in pending.frames) if pending is not None else 0
+
     async def writable(self, pki_id: bytes) -> None:
         """Wait until the outgoing queue to ``pki_id`` is at most half full (for senders that want pacing)."""
         conn = self._conns.get(pki_id)
@@ -505,7 +513,10 @@ class Comm:
         if conn is not None and not conn.closing:
             return "" if conn.enqueue(frame) else "outgoing queue full"
         pending = self._pending_dial(peer)
-        if len(pending.frames) >= self.config.send_buff_size:
+        queued_bytes = sum(len(f) for f in pending.frames)
+        if len(pending.frames) >= self.config.send_buff_size or (
+            pending.frames and queued_bytes + len(frame) > self.config.send_buff_bytes
+        ):
             self._overflow(peer.pki_id, len(frame))
             return "outgoing queue full"
         pending.frames.append(frame)
@@ -809,6 +820,8 @@ class Comm:
             info,
             stream,
             send_buff_size=self.config.send_buff_size,
+            send_buff_bytes=self.config.send_buff_bytes,
+            write_timeout=self.config.write_timeout,
             established_at=self._clock(),
             on_frame=self._on_frame,
             on_sent=self._on_sent,

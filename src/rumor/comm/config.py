@@ -106,6 +106,12 @@ class CommConfig:
     """Seconds for the Ping and for each side's ConnEstablish to arrive (peer.gossip.connTimeout)."""
     send_buff_size: int = 200
     """Outgoing messages queued per connection; beyond it messages are dropped (peer.gossip.sendBuffSize)."""
+    send_buff_bytes: int = 16 * MiB
+    """Outgoing bytes queued per connection; beyond it messages are dropped, except that one message of any size
+    may wait alone (peer.gossip.sendBuffBytes). A peer that never reads holds at most this much of our memory."""
+    write_timeout: float = 30.0
+    """Seconds one message may take to write; a connection whose reader stalled longer is closed
+    (peer.gossip.writeTimeout)."""
     subscription_buff_size: int = 1000
     """Default queue length of a subscription; a full subscriber loses messages, counted per kind."""
     max_message_size: int = 100 * MiB
@@ -133,10 +139,23 @@ class CommConfig:
     """Seconds ``stop`` gives in-flight RPCs before cancelling them."""
 
     def __post_init__(self) -> None:
-        for name in ("dial_timeout", "conn_timeout", "invalid_frame_window", "keepalive_interval", "keepalive_timeout"):
+        for name in (
+            "dial_timeout",
+            "conn_timeout",
+            "invalid_frame_window",
+            "keepalive_interval",
+            "keepalive_timeout",
+            "write_timeout",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
-        for name in ("send_buff_size", "subscription_buff_size", "max_message_size", "max_send_message_size"):
+        for name in (
+            "send_buff_size",
+            "send_buff_bytes",
+            "subscription_buff_size",
+            "max_message_size",
+            "max_send_message_size",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if self.presumed_dead_grace < 0 or self.frame_slack < 0 or self.stop_grace < 0:
@@ -190,6 +209,8 @@ class CommConfig:
             "dial_timeout": gossip.dial_timeout,
             "conn_timeout": gossip.conn_timeout,
             "send_buff_size": gossip.send_buff_size,
+            "send_buff_bytes": gossip.send_buff_bytes,
+            "write_timeout": gossip.write_timeout,
             "max_message_size": peer.max_recv_msg_size,
             "max_send_message_size": peer.max_send_msg_size,
         }

@@ -150,6 +150,8 @@ class Connection:
         *,
         send_buff_size: int,
         established_at: float,
+        send_buff_bytes: int = 16 * 1024 * 1024,
+        write_timeout: float = 30.0,
         on_frame: Callable[[Connection, bytes], None],
         on_sent: Callable[[Connection, bytes], None],
         on_overflow: Callable[[Connection, bytes], None],
@@ -158,6 +160,9 @@ class Connection:
         self.established_at = established_at
         self._stream = stream
         self._queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=send_buff_size)
+        self._max_bytes = send_buff_bytes
+        self._queued_bytes = 0
+        self._write_timeout = write_timeout
         self._on_frame = on_frame
         self._on_sent = on_sent
         self._on_overflow = on_overflow
@@ -191,20 +196,28 @@ class Connection:
     def queued(self) -> int:
         return self._queue.qsize()
 
+    @property
+    def queued_bytes(self) -> int:
+        return self._queued_bytes
+
     def enqueue(self, frame: bytes) -> bool:
         """Queue ``frame`` for sending without waiting; False (and counted by the owner) when it was dropped."""
         if self.closing:
             return False
         try:
+            if self._queued_bytes and self._queued_bytes + len(frame) > self._max_bytes:
+                raise asyncio.QueueFull
             self._queue.put_nowait(frame)
+            self._queued_bytes += len(frame)
         except asyncio.QueueFull:
             self._burst_drops += 1
             if self._burst_drops == 1:
                 log.warning(
-                    "outgoing queue to %s (%s) is full (%d messages): dropping messages",
+                    "outgoing queue to %s (%s) is full (%d messages, %d bytes): dropping messages",
                     self.info.pki_id.hex()[:16],
                     self.info.endpoint,
-                    self._queue.maxsize,
+                    self._queue.qsize(),
+                    self._queued_bytes,
                 )
             self._space.clear()
             self._on_overflow(self, frame)
@@ -217,7 +230,7 @@ class Connection:
                 self._burst_drops,
             )
             self._burst_drops = 0
-        if self._queue.full():
+        if self._queue.full() or self._queued_bytes > self._max_bytes // 2:
             self._space.clear()
         return True
 
@@ -230,6 +243,7 @@ class Connection:
             self._interrupted = None
         while not self._queue.empty():
             frames.append(self._queue.get_nowait())
+        self._queued_bytes = 0
         return frames
 
     async def writable(self) -> None:
@@ -309,9 +323,16 @@ class Connection:
         half = max(1, queue.maxsize // 2)
         while True:
             frame = await queue.get()
+            self._queued_bytes -= len(frame)
             self._writing = frame
-            await self._stream.write(frame)
+            try:
+                async with asyncio.timeout(self._write_timeout):
+                    await self._stream.write(frame)
+            except TimeoutError:
+                raise StreamBroken(
+                    f"a write took more than {self._write_timeout:g}s: the peer does not read (writeTimeout)"
+                ) from None
             self._writing = None
             self._on_sent(self, frame)
-            if not self._space.is_set() and queue.qsize() <= half:
+            if not self._space.is_set() and queue.qsize() <= half and self._queued_bytes <= self._max_bytes // 2:
                 self._space.set()
