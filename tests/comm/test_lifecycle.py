@@ -235,5 +235,6 @@ async def test_a_peer_that_stops_reading_is_cut_off_by_the_write_timeout(comms, 
         assert a.metrics.overflow_count > 0
         assert await asyncio.wait_for(dead.get(), 30) == remote.pki_id
         assert a.connection(remote.pki_id) is None
+        assert any("writeTimeout" in r.getMessage() for r in caplog.records)  # ended by the timeout, not otherwise
     finally:
         subprocess_peer.proc.send_signal(signal.SIGCONT)
