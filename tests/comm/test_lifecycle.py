@@ -212,7 +212,7 @@ async def test_disconnect_is_not_reported_as_death_locally(comms) -> None:  # ty
     assert a.connections() == [] and len(dead_a) == 0
 
 
-async def test_a_peer_that_stops_reading_is_cut_off_by_the_write_timeout(comms, subprocess_peer, caplog) -> None:  # type: ignore[no-untyped-def]  # noqa: E501
+async def test_a_peer_that_stops_reading_is_cut_off_by_the_write_timeout(comms, subprocess_peer, caplog) -> None:  # type: ignore[no-untyped-def]
     """Finding: a peer that never reads held ~2 GB of the victim's memory. Here its process is frozen (SIGSTOP):
     TCP and HTTP/2 windows fill, a write blocks, and after writeTimeout the connection ends."""
     import signal
