@@ -213,6 +213,19 @@ class StateConfig:
         positive=True,
     )
     max_retries: int = setting("maxRetries", 3, "Attempts of one state-transfer request before giving up.")
+    serve_bytes_per_second: int = setting(
+        "serveBytesPerSecond",
+        32 * 1024 * 1024,
+        "Block bytes served to one peer per second by state transfer, with a burst of as much; requests beyond it "
+        "are not answered (bytes/s). Not a Fabric key.",
+        positive=True,
+    )
+    distrust_period: float = setting(
+        "distrustPeriod",
+        60.0,
+        "How long a peer that claimed a height and did not serve it is not asked again (s). Not a Fabric key.",
+        positive=True,
+    )
 
 
 @dataclass(frozen=True)

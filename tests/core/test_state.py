@@ -205,3 +205,43 @@ def test_a_gap_left_open_starts_anti_entropy_after_the_gap_patience(
     lagging.add_payload(2, blocks[2], 1.0, source=A)  # block 1 missing
     assert lagging.next_deadline() == 1.0 + GAP_PATIENCE
     assert only_send(lagging.on_tick(1.0 + GAP_PATIENCE, [])).to == (A,)
+
+
+def test_a_peer_claiming_a_height_it_does_not_serve_is_not_asked_again(
+    registry: CheapRegistry, blocks: list[bytes]
+) -> None:
+    """Finding: a StateInfo claiming height 10^12 made the victim keep asking for blocks that do not exist."""
+    lagging = provider(registry, seed=1, distrust_period=60.0)
+    liar, honest = A, C
+    request = only_send(lagging.on_tick(10.0, [(liar, 10**12)]))
+    assert request.to == (liar,)
+    empty = m.seal(m.state_response(CH.encode(), [], m.open_envelope(request.envelope).nonce))
+    lagging.on_response(ReceivedMessage(liar.pki_id, liar.endpoint, b"", empty, m.open_envelope(empty)), 10.5, [])
+    assert lagging.stats.peers_distrusted == 1
+    assert lagging.on_tick(20.0, [(liar, 10**12)]) == []  # not asked while distrusted
+    assert only_send(lagging.on_tick(30.0, [(liar, 10**12), (honest, 5)])).to == (honest,)
+    assert only_send(lagging.on_tick(71.0, [(liar, 10**12)])).to == (liar,)  # believed again after the period
+
+
+def test_a_peer_that_lets_requests_time_out_is_asked_last(registry: CheapRegistry) -> None:
+    lagging = provider(registry, seed=3, max_retries=1)
+    first = only_send(lagging.on_tick(10.0, [(A, 30)]))
+    assert first.to == (A,)
+    assert lagging.on_tick(13.0, [(A, 30)]) == []  # timed out, no retry left
+    assert only_send(lagging.on_tick(20.0, [(A, 30), (C, 30)])).to == (C,)  # the prompt peer first
+    assert lagging.on_tick(23.0, [(A, 30), (C, 30)]) == []
+    assert only_send(lagging.on_tick(30.0, [(A, 30), (C, 30)])).to in ((A,), (C,))  # both slow: still asked
+
+
+def test_serving_is_bounded_in_bytes_per_second_per_peer(registry: CheapRegistry, blocks: list[bytes]) -> None:
+    """Finding: 250 small requests for ten 1 MB blocks each, never read, took 2 GB of the victim's memory."""
+    source = provider(registry, seed=5, serve_bytes_per_second=3 * len(blocks[1]) * 10)
+    for raw in blocks[:60]:
+        source.ledger.commit_many(CH, [raw])
+    ask = m.seal(m.state_request(CH.encode(), 0, 9, 1))
+    hog = ReceivedMessage(B.pki_id, B.endpoint, b"", ask, m.open_envelope(ask))
+    served = [bool(source.on_request(hog, 1.0)) for _ in range(250)]
+    assert sum(served) <= 4 and source.stats.requests_throttled >= 246
+    other = ReceivedMessage(C.pki_id, C.endpoint, b"", ask, m.open_envelope(ask))
+    assert source.on_request(other, 1.0)  # another peer has its own budget
+    assert source.on_request(hog, 3.0)  # and the hog's refills with time

@@ -19,9 +19,15 @@ takes them only in order. The provider sits between:
     no response within responseTimeout -> ask another higher peer; after maxRetries
         give up until the next check
 
-    RemoteStateRequest from a peer -> reply with at most batchSize blocks from the ledger.
+    RemoteStateRequest from a peer -> reply with at most batchSize blocks from the ledger, within a
+    token bucket of serveBytesPerSecond per requester (beyond it the request is dropped, counted): a peer
+    asking for large blocks without reading the answers costs us bounded disk reads and memory.
     Whether the requester may read the channel is decided by the caller, from the
     identity its connection's handshake proved.
+
+    A StateInfo may claim any height, and the claim is believed only while the peer lives up to it: a peer that
+    answers a request with none of the blocks asked is not asked again for distrustPeriod, and one that lets a
+    request time out is asked only when no other peer is higher, for as long.
 
 A block that verifies but does not chain onto the ledger is dropped and counted;
 nothing unverified ever reaches the ledger.
@@ -69,6 +75,8 @@ class StateStats:
     rejected: int = 0
     requests_sent: int = 0
     requests_served: int = 0
+    requests_throttled: int = 0
+    peers_distrusted: int = 0
     responses_ignored: int = 0
     timeouts: int = 0
     buffer_high_water: int = 0
@@ -109,6 +117,13 @@ class StateProvider:
         self._next_check: float | None = None
         self._outstanding: _Outstanding | None = None
         self._ahead_hint: tuple[RemotePeer, int] | None = None  # a peer that held a block too far ahead, +1
+        # Per requester: (bytes it may still be served, when that was computed). Bounded: oldest dropped first.
+        self._serve_budget: dict[bytes, tuple[float, float]] = {}
+        # Peers that answered a request with none of the blocks their height promised, until when: not asked.
+        self._distrusted: dict[bytes, float] = {}
+        # Peers that let a request time out, until when: asked only when no other peer is higher (a busy
+        # honest peer must not stall catch-up; a silent liar then costs one request per check).
+        self._slow: dict[bytes, float] = {}
 
     @property
     def height(self) -> int:
@@ -202,6 +217,7 @@ class StateProvider:
         if out is not None and now >= out.deadline:
             self.stats.timeouts += 1
             self._outstanding = None
+            self._slow[out.peer.pki_id] = now + self.config.distrust_period
             if out.attempts < self.config.max_retries:
                 effects += self._request(now, peer_heights, attempts=out.attempts + 1, tried=out.tried)
         if self._next_check is not None and now >= self._next_check:
@@ -214,8 +230,16 @@ class StateProvider:
         self, now: float, peer_heights: Sequence[tuple[RemotePeer, int]], attempts: int, tried: set[bytes]
     ) -> list[Effect]:
         height = self.height
-        higher = [(p, h) for p, h in peer_heights if h > height]
+        for marks in (self._distrusted, self._slow):
+            for pki_id, until in list(marks.items()):
+                if now >= until:
+                    del marks[pki_id]
+        higher = [(p, h) for p, h in peer_heights if h > height and p.pki_id not in self._distrusted]
+        prompt = [(p, h) for p, h in higher if p.pki_id not in self._slow]
+        higher = prompt or higher
         hint = self._ahead_hint
+        if hint is not None and hint[0].pki_id in self._distrusted:
+            hint = None
         if hint is not None and hint[1] <= height:
             hint = self._ahead_hint = None
         if not higher and hint is not None:
@@ -240,7 +264,20 @@ class StateProvider:
         if end < start:
             return []
         end = min(end, start + self.config.batch_size - 1)  # nobody gets more than a batch per request
+        rate = float(self.config.serve_bytes_per_second)
+        tokens, at = self._serve_budget.get(msg.sender, (rate, now))
+        tokens = min(rate, tokens + (now - at) * rate)
+        if tokens <= 0:
+            self.stats.requests_throttled += 1
+            self._serve_budget[msg.sender] = (tokens, now)
+            return []
         blocks = self.ledger.get_blocks(self.channel, start, end)
+        # Charged after reading (the size is known only then), so the budget may go below zero: the next
+        # requests then wait until it refilled.
+        self._serve_budget.pop(msg.sender, None)
+        self._serve_budget[msg.sender] = (tokens - sum(len(b) for b in blocks), now)
+        if len(self._serve_budget) > 4096:
+            del self._serve_budget[next(iter(self._serve_budget))]
         payloads = [pb.Payload(seq_num=start + i, data=raw) for i, raw in enumerate(blocks)]
         self.stats.requests_served += 1
         reply = m.state_response(self.channel_bytes, payloads, msg.message.nonce)
@@ -272,4 +309,18 @@ class StateProvider:
             effects += self.add_payload(seq, payload.data, now)
         if got:
             effects += self._request(now, peer_heights, attempts=1, tried=set())
+        else:
+            self._distrust(out.peer, now, f"answered a request for blocks {out.start}-{out.end} with none of them")
         return effects
+
+    def _distrust(self, peer: RemotePeer, now: float, why: str) -> None:
+        if peer.pki_id not in self._distrusted:
+            self.stats.peers_distrusted += 1
+            log.info(
+                "channel %s: not asking %s for blocks for %.0fs: it %s",
+                self.channel,
+                peer.endpoint or peer.pki_id.hex()[:16],
+                self.config.distrust_period,
+                why,
+            )
+        self._distrusted[peer.pki_id] = now + self.config.distrust_period
