@@ -62,7 +62,7 @@ from rumor.crypto.api import CryptoError
 from rumor.crypto.identity import SigningIdentity, load_signing_identity, read_pem_certificates, serialize_identity
 from rumor.crypto.mcs import X509CryptoService
 from rumor.crypto.msp import OrgRegistry, load_org
-from rumor.ledger import Ledger
+from rumor.ledger import Ledger, LedgerError
 from rumor.lockfile import DirectoryLock, DirectoryLocked
 from rumor.ops.metrics import PeerMetrics
 from rumor.ops.server import OperationsServer
@@ -173,7 +173,19 @@ class Peer:
             own_org = load_org(Path(peer.msp_config_path), peer.local_msp_id)
         except (OSError, CryptoError) as exc:
             raise PeerError(f"cannot load the peer's identity from {peer.msp_config_path}: {exc}") from None
-        self.ledger = Ledger(data_dir / "ledger.sqlite")
+        recover = (
+            f"stop the peer, move {data_dir / 'ledger.sqlite'} aside and start it again with --join <the channel's "
+            "genesis block>: it then fetches every block from its peers"
+        )
+        try:
+            self.ledger = Ledger(data_dir / "ledger.sqlite")
+        except LedgerError as exc:
+            raise PeerError(f"{exc}; {recover}") from None
+        try:
+            self.ledger.check()
+        except LedgerError as exc:
+            self.ledger.close()
+            raise PeerError(f"{exc}; {recover}") from None
         self.registry = OrgRegistry([own_org])
         self.mcs = X509CryptoService(self.signer, self.registry)
         for channel in self.ledger.channels():

@@ -134,3 +134,41 @@ def test_pending_envelopes_leave_the_queue_with_the_block_that_holds_them(tmp_pa
     assert reopened.pending("ch") == [(3, b"c")]
     assert reopened.pending("other") == [(1, b"x")]
     assert reopened.add_pending([("ch", b"d")]) == [4]  # numbers keep growing past those stored
+
+
+def test_check_passes_an_intact_ledger_and_names_a_tampered_block(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    ledger = Ledger(path)
+    ledger.commit_many("ch", chain(20))
+    ledger.check()
+    ledger.close()
+    # A block rewritten behind the ledger's back (as a flipped sector inside the blob would): its header no longer
+    # hashes to the stored hash, or the next block no longer chains.
+    import sqlite3
+
+    db = sqlite3.connect(path)
+    other = new_block(7, b"not the previous hash", [b"forged"]).SerializeToString()
+    db.execute("UPDATE blocks SET block = ? WHERE channel = 'ch' AND number = 7", (other,))
+    db.commit()
+    db.close()
+    ledger = Ledger(path)
+    with pytest.raises(LedgerError, match="damaged: channel ch block 7"):
+        ledger.check()
+    ledger.close()
+
+
+def test_check_finds_a_missing_block(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    ledger = Ledger(path)
+    ledger.commit_many("ch", chain(20))
+    ledger.close()
+    import sqlite3
+
+    db = sqlite3.connect(path)
+    db.execute("DELETE FROM blocks WHERE channel = 'ch' AND number = 3")
+    db.commit()
+    db.close()
+    ledger = Ledger(path)
+    with pytest.raises(LedgerError, match="19 blocks for height 20"):
+        ledger.check()
+    ledger.close()

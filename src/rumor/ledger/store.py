@@ -71,16 +71,55 @@ class Ledger:
         # Next pending sequence number per channel; numbers only grow within a process (a restart starts after
         # the highest one stored, or at 1 once the queue was emptied: they only order the queue, not blocks).
         self._pending_next: dict[str, int] = {}
-        rows = self._db.execute(
-            "SELECT channel, number, header_hash FROM blocks b WHERE number = "
-            "(SELECT MAX(number) FROM blocks WHERE channel = b.channel)"
-        ).fetchall()
+        try:
+            rows = self._db.execute(
+                "SELECT channel, number, header_hash FROM blocks b WHERE number = "
+                "(SELECT MAX(number) FROM blocks WHERE channel = b.channel)"
+            ).fetchall()
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise LedgerError(f"ledger {self.path} is damaged: {exc}") from None
         for channel, number, header_hash in rows:
             self._tips[channel] = (number + 1, header_hash)
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def check(self, walk: int = 1000) -> None:
+        """Raise LedgerError when the file is damaged: SQLite's quick_check over every page, each channel's blocks
+        numbered without a hole, and the newest ``walk`` blocks of each channel decoded and chained by their
+        stored header hashes. Bounded: quick_check reads the file once; the walk reads ``walk`` blocks."""
+        with self._lock:
+            try:
+                problems = [row[0] for row in self._db.execute("PRAGMA quick_check(5)").fetchall()]
+                if problems != ["ok"]:
+                    raise LedgerError(f"ledger {self.path} is damaged: {'; '.join(problems)}")
+                for channel, (height, last_hash) in sorted(self._tips.items()):
+                    count = self._db.execute("SELECT COUNT(*) FROM blocks WHERE channel = ?", (channel,)).fetchone()[0]
+                    if count != height:
+                        raise LedgerError(
+                            f"ledger {self.path} is damaged: channel {channel} has {count} blocks for height {height}"
+                        )
+                    rows = self._db.execute(
+                        "SELECT number, header_hash, block FROM blocks "
+                        "WHERE channel = ? AND number >= ? ORDER BY number",
+                        (channel, max(0, height - walk)),
+                    ).fetchall()
+                    previous: bytes | None = None
+                    for number, header_hash, raw in rows:
+                        header = _decode_header(raw)
+                        if header.number != number or block_header_hash(header) != header_hash:
+                            raise LedgerError(f"ledger {self.path} is damaged: channel {channel} block {number}")
+                        if previous is not None and header.previous_hash != previous:
+                            raise LedgerError(
+                                f"ledger {self.path} is damaged: channel {channel} block {number} does not chain"
+                            )
+                        previous = header_hash
+                    if rows and previous != last_hash:
+                        raise LedgerError(f"ledger {self.path} is damaged: channel {channel}'s last block")
+            except sqlite3.DatabaseError as exc:
+                raise LedgerError(f"ledger {self.path} is damaged: {exc}") from None
 
     def channels(self) -> list[str]:
         return sorted(self._tips)
