@@ -56,6 +56,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("rumor.orderer.client")
+# How long close() waits for the orderer to end a half-closed Broadcast stream before cancelling it.
+_GRACEFUL_CLOSE_SECONDS = 2.0
 
 MiB = 1024 * 1024
 Status = common_pb2.Status
@@ -202,7 +204,7 @@ class BroadcastClient:
 
     async def close(self) -> None:
         async with self._lock:
-            await self._disconnect()
+            await self._disconnect(graceful=True)
 
     async def submit(self, channel: str, data: bytes) -> str:
         """Submit ``data`` to ``channel``; the transaction ID, or BroadcastError with the status and reason."""
@@ -284,13 +286,24 @@ class BroadcastClient:
             with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError, grpc.aio.UsageError):
                 await writer
 
-    async def _disconnect(self) -> None:
+    async def _disconnect(self, *, graceful: bool = False) -> None:
         call, channel = self._call, self._channel
         self._call = self._channel = None
+        if call is not None and graceful and not call.done():
+            # Half-close and let the orderer end the stream: a cancelled stream is logged by a Fabric orderer
+            # as a warning ("Error reading from ...: context canceled") for every client that leaves.
+            with contextlib.suppress(grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.TimeoutError):
+                await call.done_writing()
+                await asyncio.wait_for(_drain(call), _GRACEFUL_CLOSE_SECONDS)
         if call is not None:
             call.cancel()
         if channel is not None:
             await channel.close()
+
+
+async def _drain(call: grpc.aio.StreamStreamCall) -> None:
+    while await call.read() is not grpc.aio.EOF:
+        pass
 
 
 # --------------------------------------------------------------------------------------------------
