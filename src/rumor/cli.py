@@ -491,18 +491,37 @@ def peer_start(
         peer_config = load_config(config)
     except ConfigError as exc:
         fail(str(exc))
+    from rumor.node import PeerError, check_genesis_for
+
     blocks: list[bytes] = []
-    for path in join or []:
-        try:
-            blocks.append(path.read_bytes())
-        except OSError as exc:
-            fail(f"--join {path}: {exc.strerror or exc}")
-    from rumor.node import PeerError
+    if join:
+        # Every block is checked before anything binds a port or opens the ledger.
+        signer = _load_peer_identity(peer_config)
+        for path in join:
+            try:
+                raw = path.read_bytes()
+                check_genesis_for(raw, signer)
+            except OSError as exc:
+                fail(f"--join {path}: {exc.strerror or exc}")
+            except PeerError as exc:
+                fail(f"--join {path}: {exc}")
+            blocks.append(raw)
 
     try:
         asyncio.run(_run_peer(peer_config, blocks))
     except PeerError as exc:
         fail(str(exc))
+
+
+def _load_peer_identity(config: Any) -> Any:
+    from rumor.crypto.api import CryptoError
+    from rumor.crypto.identity import load_signing_identity
+
+    peer = config.peer
+    try:
+        return load_signing_identity(Path(peer.msp_config_path), peer.local_msp_id)
+    except (OSError, CryptoError) as exc:
+        fail(f"cannot load the peer's identity from {peer.msp_config_path}: {exc}")
 
 
 async def _run_peer(config: Any, blocks: list[bytes]) -> None:

@@ -411,15 +411,14 @@ class Peer:
     async def join_channel(self, genesis: bytes | common_pb2.Block) -> str:
         """Join the channel whose genesis block this is (idempotent); returns the channel's name."""
         raw = genesis.SerializeToString() if isinstance(genesis, common_pb2.Block) else genesis
-        try:
-            cfg = channelconfig.read_genesis(raw)
-        except channelconfig.ChannelConfigError as exc:
-            raise PeerError(str(exc) if str(exc).startswith("not a") else f"not a genesis block: {exc}") from None
-        if self.config.peer.local_msp_id not in {o.mspid for o in cfg.orgs}:
-            raise PeerError(f"channel {cfg.name}: org {self.config.peer.local_msp_id} is not a member")
+        cfg = check_genesis_for(raw, self.signer)
         existing = self.ledger.get_block(cfg.name, 0)
         if existing is not None and common_pb2.Block.FromString(existing) != common_pb2.Block.FromString(raw):
-            raise PeerError(f"channel {cfg.name}: the ledger holds a different genesis block")
+            raise PeerError(
+                f"channel {cfg.name}: the ledger holds a different genesis block (another channel of that name); "
+                f"start without --join to serve the channel the ledger holds, or stop the peer and move "
+                f"{self.ledger.path} aside to join this one"
+            )
         # A genesis block is trusted because the operator hands it over (Fabric does not verify it either; a
         # configtxgen genesis carries no signature at all); read_genesis checked its hashes and its config.
         if existing is None:
@@ -748,3 +747,26 @@ def _jsonable(value: object) -> object:
     if isinstance(value, str | int | float | bool) or value is None:
         return value
     return str(value)
+
+
+def check_genesis_for(raw: bytes, signer: SigningIdentity) -> channelconfig.ChannelConfig:
+    """The channel config of genesis block ``raw`` if ``signer`` may join it: the block is a genesis block, the
+    signer's org is a member, and the signer's certificate is valid under that org's MSP as the channel defines
+    it (a block of another network with the same MSP IDs but other CAs is refused here, not at the next start).
+    Raises PeerError saying which of these fails."""
+    try:
+        cfg = channelconfig.read_genesis(raw)
+    except channelconfig.ChannelConfigError as exc:
+        raise PeerError(str(exc) if str(exc).startswith("not a") else f"not a genesis block: {exc}") from None
+    mspid = signer.mspid
+    if mspid not in {o.mspid for o in cfg.orgs}:
+        members = ", ".join(sorted(o.mspid for o in cfg.orgs)) or "none"
+        raise PeerError(f"channel {cfg.name}: org {mspid} is not a member (members: {members})")
+    try:
+        channelconfig.org_registry([cfg]).validate(signer.identity)
+    except (CryptoError, channelconfig.ChannelConfigError) as exc:
+        raise PeerError(
+            f"channel {cfg.name}: this peer's certificate is not valid in the channel's {mspid} ({exc}): "
+            "the block was made for another network or with other CAs"
+        ) from None
+    return cfg

@@ -135,7 +135,7 @@ async def test_cli_peer_refuses_a_channel_of_other_orgs_and_rejoins_from_its_led
     refused = cluster.spawn("refused", "peer", "start", "--config", str(peer.config), "--join", str(block))
     assert await refused.wait_exit(60) == 2
     lines = refused.stderr().strip().splitlines()
-    assert lines[-1].startswith("error: channel otherchannel: org Org1MSP is not a member"), lines
+    assert lines[-1].startswith(f"error: --join {block}: channel otherchannel: org Org1MSP is not a member"), lines
 
     await cluster.start_peer(peer)
     await cluster.stop(peer.id, signal.SIGINT)

@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import socket
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
@@ -245,9 +246,11 @@ class Comm:
             else:
                 self.port = server.add_insecure_port(cfg.listen_address)
         except RuntimeError as exc:
-            raise CommError(f"cannot listen on {cfg.listen_address}: {exc}") from None
+            problem = _bind_problem(cfg.listen_address) or str(exc)
+            raise CommError(f"cannot listen on {cfg.listen_address}: {problem}") from None
         if self.port == 0:
-            raise CommError(f"cannot listen on {cfg.listen_address}")
+            problem = _bind_problem(cfg.listen_address)
+            raise CommError(f"cannot listen on {cfg.listen_address}" + (f": {problem}" if problem else ""))
         await server.start()
         self._server = server
         self._started = True
@@ -1026,3 +1029,22 @@ class Comm:
     def _forget_dead_feed(self, feed: Feed[bytes]) -> None:
         with contextlib.suppress(ValueError):
             self._dead_feeds.remove(feed)
+
+
+def _bind_problem(address: str) -> str | None:
+    """Why ``address`` cannot be bound, in the system's words ("Address already in use"), or None: gRPC only
+    says that binding failed."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    try:
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except (OSError, ValueError) as exc:
+        return str(exc)
+    for family, kind, proto, _name, sockaddr in infos:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(sockaddr)
+            except OSError as exc:
+                return exc.strerror or str(exc)
+    return None
