@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -85,13 +86,68 @@ def test_usage_errors_are_one_line() -> None:
 # config check / show
 
 
-def test_config_check_ok(tmp_path: Path) -> None:
-    path = tmp_path / "core.yaml"
-    path.write_text("peer:\n  id: peer0.org1.example.com\n  localMspId: Org1MSP\n  gossip:\n    pullInterval: 2s\n")
+@pytest.fixture(scope="module")
+def two_networks(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two networks of one org each: the same MSP IDs, different CAs."""
+    roots = []
+    for name in ("ours", "theirs"):
+        root = tmp_path_factory.mktemp(name)
+        result = run("network", "init", "--orgs", "1", "--peers-per-org", "1", "--out", str(root / "net"))
+        assert result.returncode == 0, result.stderr
+        roots.append(root / "net")
+    return roots[0], roots[1]
+
+
+def peer_core(net: Path) -> Path:
+    return next((net / "peers").glob("*/core.yaml"))
+
+
+def test_config_check_ok(two_networks: tuple[Path, Path]) -> None:
+    path = peer_core(two_networks[0])
     result = run("config", "check", str(path))
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("OK")
     assert "peer0.org1.example.com (Org1MSP)" in result.stdout
+
+
+def _edited(core: Path, **changes: str) -> Path:
+    """A copy of ``core`` beside it (so its relative paths still resolve) with dotted keys changed."""
+    config = yaml.safe_load(core.read_text())
+    for dotted, value in changes.items():
+        node = config
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    path = core.with_name("edited.yaml")
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_config_check_loads_the_identity_and_tls_material(two_networks: tuple[Path, Path], tmp_path: Path) -> None:
+    """Finding: config check said OK for a core.yaml whose MSP directory did not exist; peer start then failed
+    with '.../signcerts: expected exactly one certificate, found 0'."""
+    ours, theirs = (peer_core(n) for n in two_networks)
+    mine, other = load_config(ours).peer, load_config(theirs).peer
+
+    def check(**changes: str) -> subprocess.CompletedProcess[str]:
+        return run("config", "check", str(_edited(ours, **changes)))
+
+    missing = tmp_path / "no-such-msp"
+    assert_one_line_error(check(**{"peer.mspConfigPath": str(missing)}), "peer.mspConfigPath", str(missing))
+    # The other network's signing certificate in our MSP: same MSP ID, another CA.
+    msp = tmp_path / "msp"
+    shutil.copytree(mine.msp_config_path, msp)
+    for sub in ("signcerts", "keystore"):
+        shutil.rmtree(msp / sub)
+        shutil.copytree(Path(other.msp_config_path) / sub, msp / sub)
+    assert_one_line_error(check(**{"peer.mspConfigPath": str(msp)}), "signcerts", "not valid in its own org Org1MSP")
+    assert_one_line_error(check(**{"peer.tls.key.file": other.tls.key_file}), "does not belong to the certificate")
+    foreign = {"peer.tls.cert.file": other.tls.cert_file, "peer.tls.key.file": other.tls.key_file}
+    assert_one_line_error(check(**foreign), "peer.tls", "issued by none of the TLS root")
+    gone = str(tmp_path / "gone.pem")
+    assert_one_line_error(check(**{"peer.tls.cert.file": gone}), gone, "No such file")
+    assert run("config", "check", str(_edited(ours))).returncode == 0
 
 
 def test_config_check_bad_key(tmp_path: Path) -> None:

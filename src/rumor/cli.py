@@ -186,13 +186,21 @@ def config_check(
 ) -> None:
     """Load a core.yaml with the RUMOR_* environment overrides, validate it and print a summary.
 
-    Prints OK and the main settings, or one line naming the bad key (exit code 2).
+    Also loads the peer's identity and TLS material: the MSP directory, its certificate (valid under its own
+    org's CA), the TLS certificate, key (matching) and roots (one of which issued the certificate).
+    Prints OK and the main settings, or one line naming the bad key or file (exit code 2).
 
     Example: rumor config check /etc/rumor/core.yaml
     """
     try:
         config = load_config(path)
     except ConfigError as exc:
+        fail(str(exc))
+    from rumor.preflight import PreflightError, check_peer
+
+    try:
+        check_peer(config)
+    except PreflightError as exc:
         fail(str(exc))
     peer, gossip = config.peer, config.peer.gossip
     if gossip.use_leader_election:

@@ -59,14 +59,15 @@ from rumor.core.types import (
     Send,
 )
 from rumor.crypto.api import CryptoError
-from rumor.crypto.identity import SigningIdentity, load_signing_identity, read_pem_certificates, serialize_identity
+from rumor.crypto.identity import SigningIdentity, read_pem_certificates, serialize_identity
 from rumor.crypto.mcs import X509CryptoService
-from rumor.crypto.msp import OrgRegistry, load_org
+from rumor.crypto.msp import OrgRegistry
 from rumor.ledger import Ledger, LedgerError
 from rumor.lockfile import DirectoryLock, DirectoryLocked
 from rumor.ops.metrics import PeerMetrics
 from rumor.ops.server import OperationsServer
 from rumor.orderer.client import ClientTLS, DeliverClient, DeliverError
+from rumor.preflight import PreflightError, check_peer
 from rumor.wire.pb.common import common_pb2
 
 log = logging.getLogger("rumor.peer")
@@ -169,10 +170,13 @@ class Peer:
         peer = self.config.peer
         try:
             data_dir.mkdir(parents=True, exist_ok=True)
-            self.signer = load_signing_identity(Path(peer.msp_config_path), peer.local_msp_id)
-            own_org = load_org(Path(peer.msp_config_path), peer.local_msp_id)
-        except (OSError, CryptoError) as exc:
-            raise PeerError(f"cannot load the peer's identity from {peer.msp_config_path}: {exc}") from None
+        except OSError as exc:
+            raise PeerError(f"peer.fileSystemPath: {exc}") from None
+        try:
+            material = check_peer(self.config)
+        except PreflightError as exc:
+            raise PeerError(str(exc)) from None
+        self.signer, own_org = material.signer, material.org
         recover = (
             f"stop the peer, move {data_dir / 'ledger.sqlite'} aside and start it again with --join <the channel's "
             "genesis block>: it then fetches every block from its peers"
