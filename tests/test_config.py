@@ -33,8 +33,7 @@ responseWaitTime 2s · aliveTimeInterval 5s · aliveExpirationTimeout 25s · rec
 maxConnectionAttempts 120 · msgExpirationFactor 20 · election.startupGracePeriod 15s ·
 election.membershipSampleInterval 1s · election.leaderAliveThreshold 10s · election.leaderElectionDuration 5s ·
 state.enabled false (rumor: true) · state.checkInterval 10s · state.responseTimeout 3s · state.batchSize 10 ·
-state.blockBufferSize 20 · state.maxRetries 3 · pvtData.pushAckTimeout 3s · pvtData.pullRetryThreshold 60s ·
-pvtData.reconcileBatchSize 10 · pvtData.reconcileSleepInterval 1m
+state.blockBufferSize 20 · state.maxRetries 3
 """
 
 
@@ -62,7 +61,7 @@ def test_every_protocol_default_is_the_gossip_default() -> None:
     for item in " ".join(PROTOCOL_DEFAULTS.split()).split(" · "):
         name, value = item.split(" ", 1)
         expected[f"peer.gossip.{name}"] = value
-    assert len(expected) == 42
+    assert len(expected) == 38  # protocol.md's 42, less the 4 pvtData keys rumor accepts and ignores
     for path, value in expected.items():
         info = keys[path]
         if path == "peer.gossip.state.enabled":
@@ -90,8 +89,6 @@ def test_defaults_spot_check() -> None:
     assert g.election.leader_alive_threshold == 10.0
     assert g.state.enabled is True
     assert g.state.block_buffer_size == 20 and g.state.max_retries == 3
-    assert g.pvt_data.pull_retry_threshold == 60.0
-    assert g.pvt_data.reconcile_sleep_interval == 60.0
     assert g.dissemination == "fabric"
     assert c.peer.max_recv_msg_size == c.peer.max_send_msg_size == 100 * 1024 * 1024
     assert c.peer.listen_address == "0.0.0.0:7051"
@@ -220,7 +217,6 @@ def test_yaml_values(tmp_path: Path) -> None:
     assert g.dissemination == "enhanced"
     assert g.election.leader_alive_threshold == 1.5
     assert g.state.enabled is False
-    assert g.pvt_data.reconcile_sleep_interval == 3600.0
     # untouched keys keep their defaults
     assert g.pull_peer_num == 3 and g.election.startup_grace_period == 15.0
 
@@ -241,15 +237,15 @@ def test_keys_are_case_insensitive(tmp_path: Path) -> None:
         PEER:
           Gossip:
             PULLINTERVAL: 2s
-            pvtdata:
-              PushAckTimeout: 7s
+            ELECTION:
+              LeaderAliveThreshold: 7s
           TLS:
             Cert:
               FILE: /x/server.crt
         """,
     )
     assert c.peer.gossip.pull_interval == 2.0
-    assert c.peer.gossip.pvt_data.push_ack_timeout == 7.0
+    assert c.peer.gossip.election.leader_alive_threshold == 7.0
     assert c.peer.tls.cert_file == "/x/server.crt"
 
 
@@ -430,7 +426,7 @@ def test_env_overrides_file(tmp_path: Path) -> None:
             "RUMOR_PEER_GOSSIP_ELECTION_LEADERALIVETHRESHOLD": "20s",
             "RUMOR_PEER_GOSSIP_STATE_BATCHSIZE": "25",
             "RUMOR_PEER_TLS_CERT_FILE": "/etc/tls/server.crt",
-            "rumor_peer_gossip_pvtdata_pushacktimeout": "9s",  # names are case-insensitive too
+            "rumor_peer_gossip_election_leaderelectionduration": "9s",  # names are case-insensitive too
             "PATH": os.environ.get("PATH", ""),  # variables without the prefix are none of our business
             "CORE_PEER_GOSSIP_PULLINTERVAL": "99s",
         },
@@ -441,7 +437,7 @@ def test_env_overrides_file(tmp_path: Path) -> None:
     assert g.bootstrap == ("a.example.com:7051", "b.example.com:7051", "c.example.com:7051")
     assert g.election.leader_alive_threshold == 20.0
     assert g.state.batch_size == 25
-    assert g.pvt_data.push_ack_timeout == 9.0
+    assert g.election.leader_election_duration == 9.0
     assert c.peer.tls.cert_file == "/etc/tls/server.crt"
 
 
@@ -626,7 +622,6 @@ def _custom_config(base: Path) -> Config:
         dissemination="enhanced",
         election=dataclasses.replace(c.peer.gossip.election, leader_alive_threshold=150.0),
         state=dataclasses.replace(c.peer.gossip.state, enabled=False, batch_size=5),
-        pvt_data=dataclasses.replace(c.peer.gossip.pvt_data, reconcile_sleep_interval=7200.0),
     )
     tls = dataclasses.replace(
         c.peer.tls,
@@ -663,7 +658,7 @@ def test_dump_has_every_key_in_fabric_style(tmp_path: Path) -> None:
     text = config_to_yaml(Config())
     assert "requestWaitTime: 1500ms" in text
     assert "maxPropagationBurstLatency: 10ms" in text
-    assert "reconcileSleepInterval: 1m" in text
+    assert "membershipTrackerInterval: 5s" in text
     assert "leaderAliveThreshold: 10s" in text
     import yaml
 

@@ -143,7 +143,7 @@ def _global_options(
         typer.Option(
             help="Lowest level logged; debug also shows tracebacks.", envvar="RUMOR_LOGGING_LEVEL", case_sensitive=False
         ),
-    ] = LogLevel.info,
+    ] = None,  # type: ignore[assignment]
     log_format: Annotated[
         LogFormat,
         typer.Option(
@@ -151,7 +151,7 @@ def _global_options(
             envvar="RUMOR_LOGGING_FORMAT",
             case_sensitive=False,
         ),
-    ] = LogFormat.text,
+    ] = None,  # type: ignore[assignment]
 ) -> None:
     """rumor: Hyperledger Fabric's gossip network in Python.
 
@@ -161,7 +161,20 @@ def _global_options(
     Example: rumor --log-level debug network up --orgs 2 --peers-per-org 4
     """
     # Typer shows this docstring as the top-level help.
-    setup_logging(log_level.value, log_format.value)
+    # None: not given on the command line nor by RUMOR_LOGGING_*; a peer then takes its core.yaml's logging.
+    _LOG_CHOICE.update(level=log_level.value if log_level else None, format=log_format.value if log_format else None)
+    setup_logging(_LOG_CHOICE["level"] or "info", _LOG_CHOICE["format"] or "text")
+
+
+_LOG_CHOICE: dict[str, str | None] = {"level": None, "format": None}
+
+
+def _apply_config_logging(config: Any) -> None:
+    """The core.yaml's logging section, where the command line (or RUMOR_LOGGING_*) did not choose."""
+    level = _LOG_CHOICE["level"] or config.logging.level
+    fmt = _LOG_CHOICE["format"] or config.logging.format
+    if (level, fmt) != ("info", "text") or any(_LOG_CHOICE.values()):
+        setup_logging(level, fmt)
 
 
 @app.command()
@@ -499,6 +512,7 @@ def peer_start(
         peer_config = load_config(config)
     except ConfigError as exc:
         fail(str(exc))
+    _apply_config_logging(peer_config)
     from rumor.node import PeerError, check_genesis_for
 
     blocks: list[bytes] = []

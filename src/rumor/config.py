@@ -64,7 +64,6 @@ __all__ = [
     "OperationsConfig",
     "OperationsTLSConfig",
     "PeerConfig",
-    "PvtDataConfig",
     "StateConfig",
     "TLSConfig",
     "config_to_yaml",
@@ -229,29 +228,6 @@ class StateConfig:
 
 
 @dataclass(frozen=True)
-class PvtDataConfig:
-    """Private data dissemination and reconciliation (``peer.gossip.pvtData``)."""
-
-    push_ack_timeout: float = setting(
-        "pushAckTimeout",
-        3.0,
-        "Wait for peers to acknowledge pushed private data at endorsement (s).",
-        positive=True,
-    )
-    pull_retry_threshold: float = setting(
-        "pullRetryThreshold",
-        60.0,
-        "How long to keep trying to pull missing private data of a block before committing without it (s).",
-    )
-    reconcile_batch_size: int = setting(
-        "reconcileBatchSize", 10, "Missing private data items fetched in one reconciliation round.", positive=True
-    )
-    reconcile_sleep_interval: float = setting(
-        "reconcileSleepInterval", 60.0, "Pause between reconciliation rounds (s).", positive=True
-    )
-
-
-@dataclass(frozen=True)
 class GossipConfig:
     """The gossip protocol's settings (``peer.gossip``); defaults are Fabric's."""
 
@@ -313,7 +289,13 @@ class GossipConfig:
     conn_timeout: float = setting(
         "connTimeout", 2.0, "Timeout of the ping and of the handshake on a new connection (s).", positive=True
     )
-    recv_buff_size: int = setting("recvBuffSize", 20, "Received messages buffered per connection (messages).")
+    recv_buff_size: int = setting(
+        "recvBuffSize",
+        20,
+        "Received messages of one connection waiting for the peer's handler; while this many wait, the "
+        "connection is not read, which slows its sender (messages).",
+        positive=True,
+    )
     send_buff_size: int = setting("sendBuffSize", 200, "Outgoing messages buffered per connection (messages).")
     send_buff_bytes: int = setting(
         "sendBuffBytes",
@@ -417,7 +399,6 @@ class GossipConfig:
         default_factory=ElectionConfig, metadata={"key": "election", "doc": "Leader election."}
     )
     state: StateConfig = field(default_factory=StateConfig, metadata={"key": "state", "doc": "State transfer."})
-    pvt_data: PvtDataConfig = field(default_factory=PvtDataConfig, metadata={"key": "pvtData", "doc": "Private data."})
 
 
 @dataclass(frozen=True)
@@ -451,7 +432,9 @@ class PeerConfig:
     """The peer (``peer``); defaults are those of Fabric's sample core.yaml."""
 
     id: str = setting("id", "jdoe", "Name of this peer, used in logs and as its default identity name.")
-    network_id: str = setting("networkId", "dev", "Name of the network, separating networks on one host.")
+    network_id: str = setting(
+        "networkId", "dev", "Name of the network, shown in the peer's start-up line and status (rumor: /api/status)."
+    )
     listen_address: str = setting(
         "listenAddress",
         "0.0.0.0:7051",
@@ -572,14 +555,11 @@ FABRIC_KEYS_IGNORED: frozenset[str] = frozenset(
         "peer.limits",
         "peer.events",
         "peer.tls.serverhostoverride",
+        # Private data: rumor accepts pvtData messages on the wire and drops them, so these tune nothing.
+        "peer.gossip.pvtData",
         # Gossip keys Fabric itself leaves unused, and private-data settings of the ledger side.
         "peer.gossip.stateInfoRetentionInterval",
         "peer.gossip.skipBlockVerification",
-        "peer.gossip.pvtData.transientstoreMaxBlockRetention",
-        "peer.gossip.pvtData.btlPullMargin",
-        "peer.gossip.pvtData.reconciliationEnabled",
-        "peer.gossip.pvtData.skipPullingInvalidTransactionsDuringCommit",
-        "peer.gossip.pvtData.implicitCollectionDisseminationPolicy",
     }
 )
 """Keys of Fabric's core.yaml that rumor accepts and ignores (with everything below them)."""

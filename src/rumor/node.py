@@ -252,6 +252,7 @@ class Peer:
         self._spawn(self._receive_loop(), "receive")
         self._spawn(self._presumed_dead_loop(), "presumed-dead")
         self._spawn(self._timer_loop(), "timer")
+        self._spawn(self._membership_tracker_loop(), "membership-tracker")
         if self.operations_enabled and self.config.operations.listen_address:
             ops = self.config.operations
             try:
@@ -281,7 +282,7 @@ class Peer:
             except OSError as exc:
                 await self.stop()
                 raise PeerError(f"operations.listenAddress {self.config.operations.listen_address}: {exc}") from None
-        log.info("peer %s (%s) up at %s", peer.id, peer.local_msp_id, self.endpoint)
+        log.info("peer %s (%s) of network %s up at %s", peer.id, peer.local_msp_id, peer.network_id, self.endpoint)
 
     async def stop(self) -> None:
         """Say goodbye to peers, stop every task, close connections, ledger and endpoints."""
@@ -397,6 +398,7 @@ class Peer:
         ]
         return {
             "peer_id": self.config.peer.id,
+            "network_id": self.config.peer.network_id,
             "org": self.org,
             "endpoint": self.endpoint,
             "pki_id": self.pki_id.hex(),
@@ -642,7 +644,7 @@ class Peer:
             self._apply(self.core.on_probe(peer, alive, self._now()))
 
     async def _receive_loop(self) -> None:
-        sub = self.comm.subscribe()
+        sub = self.comm.subscribe(backpressure=True)
         try:
             async for message in sub:
                 try:
@@ -661,6 +663,28 @@ class Peer:
                 self._apply(self.core.on_connection_lost(pki_id, self._now()))
         finally:
             feed.close()
+
+    async def _membership_tracker_loop(self) -> None:
+        """Every membershipTrackerInterval, one line per channel whose membership changed since the last look
+        (as Fabric's membership tracker reports it): who went online, who went offline, how many are in view."""
+        views: dict[str, dict[bytes, str]] = {}
+        interval = self.config.peer.gossip.membership_tracker_interval
+        while not self._stopping:
+            await asyncio.sleep(interval)  # a reporting period, not a synchronization
+            for channel in self.ledger.channels():
+                view = {m.pki_id: m.internal_endpoint or m.endpoint for m in self.core.node.peers_of_channel(channel)}
+                before = views.get(channel, {})
+                if view != before:
+                    online = sorted(view[p] for p in view.keys() - before.keys())
+                    offline = sorted(before[p] for p in before.keys() - view.keys())
+                    log.info(
+                        "channel %s: membership changed: online [%s], offline [%s]; %d peers in view",
+                        channel,
+                        " ".join(online),
+                        " ".join(offline),
+                        len(view),
+                    )
+                views[channel] = view
 
     async def _timer_loop(self) -> None:
         while not self._stopping:

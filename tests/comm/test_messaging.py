@@ -288,3 +288,37 @@ async def test_tracer_events_and_metric_names(comms) -> None:  # type: ignore[no
     assert "disconnected on request" in str(tracer.named("disconnected")[0]["reason"])
     assert set(a.metrics.as_dict()) >= {"comm_messages_sent", "comm_messages_received", "comm_overflow_count"}
     assert a.metrics.as_dict()["comm_messages_sent"] == 1
+
+
+async def test_a_flooding_connection_waits_for_the_handler_and_delays_only_itself(comms) -> None:  # type: ignore[no-untyped-def]
+    """recvBuffSize: while that many of a connection's messages wait for the peer's handler, the connection is
+    not read; the flood is held back by flow control, not dropped, and another peer's messages still arrive."""
+    victim = await comms(ORG1, recv_buff_size=5, subscription_buff_size=10_000)
+    flooder = await comms(ORG2)
+    honest = await comms(ORG1_B)
+    handler = victim.subscribe(backpressure=True)
+    await flooder.connect(peer(victim))
+    await honest.connect(peer(victim))
+    count = 150
+    for i in range(count):
+        flooder.send(data(i), [peer(victim)])
+    await wait_for(lambda: flooder.queued_bytes(victim.pki_id) == 0, what="the flood handed to gRPC")
+    await wait_for(lambda: len(handler) >= 5, what="the first messages of the flood")
+    honest.send(data(10_000), [peer(victim)])
+    from_flooder = []
+
+    def honest_arrived() -> bool:
+        while (m := handler.get_nowait()) is not None:
+            if m.sender == honest.pki_id:
+                return True
+            from_flooder.append(m.message.data_msg.payload.seq_num)
+        return False
+
+    # Reading the queue lets the flood go on, five at a time; the honest message is not stuck behind all of it.
+    await wait_for(honest_arrived, what="the honest peer's message")
+    assert len(from_flooder) < count, "the honest message waited for the whole flood"
+    while len(from_flooder) < count:
+        message = await asyncio.wait_for(handler.get(), 10)
+        from_flooder.append(message.message.data_msg.payload.seq_num)
+    assert from_flooder == list(range(count)), "a held-back message was lost or reordered"
+    handler.close()

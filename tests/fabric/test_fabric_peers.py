@@ -283,6 +283,7 @@ async def test_rumor_peers_share_a_fabric_channel(tmp_path: Path) -> None:
                 return all(h == height for h in seen)
 
             await wait_for(lambda: all_at(5), 90, "every peer commits blocks 0-4", describe=heights)
+
             # Org2's peer meets Org1 through the anchor peers of config block 1 (it has no other way to)
             async def org2_knows_org1() -> bool:
                 status = await peers[2].status(http)

@@ -428,13 +428,22 @@ class Comm:
         )
 
     def subscribe(
-        self, predicate: Callable[[ReceivedMessage], bool] | None = None, maxsize: int | None = None
+        self,
+        predicate: Callable[[ReceivedMessage], bool] | None = None,
+        maxsize: int | None = None,
+        *,
+        backpressure: bool = False,
     ) -> Subscription[ReceivedMessage]:
-        """Receive the messages ``predicate`` selects (all when None) as an async iterator; ``close()`` it after."""
+        """Receive the messages ``predicate`` selects (all when None) as an async iterator; ``close()`` it after.
+
+        With ``backpressure`` (the peer's own handler), a connection stops reading while recvBuffSize of its
+        messages wait in this subscription; other subscriptions drop messages when full instead, so one that is
+        not read never stalls a connection."""
         sub: Subscription[ReceivedMessage] = Subscription(
             predicate or (lambda _m: True),
             maxsize or self.config.subscription_buff_size,
             on_close=self._forget_subscription,
+            backpressure=backpressure,
         )
         self._subscriptions.append(sub)
         return sub
@@ -825,6 +834,7 @@ class Comm:
             send_buff_size=self.config.send_buff_size,
             send_buff_bytes=self.config.send_buff_bytes,
             write_timeout=self.config.write_timeout,
+            recv_buff_size=self.config.recv_buff_size,
             established_at=self._clock(),
             on_frame=self._on_frame,
             on_sent=self._on_sent,
@@ -981,7 +991,16 @@ class Comm:
             except Exception:
                 log.exception("subscription predicate failed")
                 continue
-            if wanted and not sub.offer(received):
+            if not wanted:
+                continue
+            if sub.backpressure:
+                release = conn.hold()
+                offered = sub.offer_held(received, release)
+                if not offered:
+                    release()
+            else:
+                offered = sub.offer(received)
+            if not offered:
                 self.metrics.subscriber_drops[kind] += 1
                 self._tracer.event(
                     "dropped", now, peer=conn.pki_id, kind=kind, reason="subscriber full", direction="in"

@@ -106,6 +106,9 @@ class CommConfig:
     """Seconds for the Ping and for each side's ConnEstablish to arrive (peer.gossip.connTimeout)."""
     send_buff_size: int = 200
     """Outgoing messages queued per connection; beyond it messages are dropped (peer.gossip.sendBuffSize)."""
+    recv_buff_size: int = 20
+    """Received messages of one connection that may wait for the peer's handler; beyond it the connection stops
+    reading until the handler catches up (peer.gossip.recvBuffSize)."""
     send_buff_bytes: int = 16 * MiB
     """Outgoing bytes queued per connection; beyond it messages are dropped, except that one message of any size
     may wait alone (peer.gossip.sendBuffBytes). A peer that never reads holds at most this much of our memory."""
@@ -209,6 +212,7 @@ class CommConfig:
             "dial_timeout": gossip.dial_timeout,
             "conn_timeout": gossip.conn_timeout,
             "send_buff_size": gossip.send_buff_size,
+            "recv_buff_size": gossip.recv_buff_size,
             "send_buff_bytes": gossip.send_buff_bytes,
             "write_timeout": gossip.write_timeout,
             "max_message_size": peer.max_recv_msg_size,

@@ -152,6 +152,7 @@ class Connection:
         established_at: float,
         send_buff_bytes: int = 16 * 1024 * 1024,
         write_timeout: float = 30.0,
+        recv_buff_size: int = 20,
         on_frame: Callable[[Connection, bytes], None],
         on_sent: Callable[[Connection, bytes], None],
         on_overflow: Callable[[Connection, bytes], None],
@@ -174,6 +175,10 @@ class Connection:
         self._burst_drops = 0
         self._writing: bytes | None = None
         self._interrupted: bytes | None = None
+        self._recv_buff_size = recv_buff_size
+        self._held = 0
+        self._receivable = asyncio.Event()
+        self._receivable.set()
         self.invalid_times: deque[float] = deque()
         self.registered = False
         """Set once the connection store made this the connection to its peer."""
@@ -311,8 +316,33 @@ class Connection:
             self._finished.set()
         return self._ending
 
+    def hold(self) -> Callable[[], None]:
+        """Count one received message as waiting to be handled; returns the call that ends its wait. While
+        recvBuffSize of them wait, the reader stops reading: HTTP/2 flow control then slows the sender, and a
+        peer that floods us delays only its own messages."""
+        self._held += 1
+        if self._held >= self._recv_buff_size:
+            self._receivable.clear()
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if released:
+                return
+            released = True
+            self._held -= 1
+            if self._held < self._recv_buff_size:
+                self._receivable.set()
+
+        return release
+
+    @property
+    def held(self) -> int:
+        return self._held
+
     async def _read_loop(self) -> None:
         while True:
+            await self._receivable.wait()
             frame = await self._stream.read()
             if frame is None:
                 return

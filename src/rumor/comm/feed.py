@@ -105,6 +105,37 @@ class Subscription(Feed[T]):
         predicate: Callable[[T], bool],
         maxsize: int,
         on_close: Callable[[Feed[T]], None] | None = None,
+        *,
+        backpressure: bool = False,
     ) -> None:
         super().__init__(maxsize, on_close)
         self.predicate = predicate
+        self.backpressure = backpressure
+        # Parallel to the queued items when backpressure is on: what to call once each item is taken (or dropped
+        # with the feed), so that the connection it came from may read again.
+        self._releases: deque[Callable[[], None]] = deque()
+
+    def offer_held(self, item: T, release: Callable[[], None]) -> bool:
+        """Like ``offer``; ``release`` is called once the item leaves the feed (taken, or the feed closed)."""
+        if not self.offer(item):
+            return False
+        self._releases.append(release)
+        return True
+
+    async def get(self) -> T:
+        item = await super().get()
+        if self._releases:
+            self._releases.popleft()()
+        return item
+
+    def get_nowait(self) -> T | None:
+        item = super().get_nowait()
+        if item is not None and self._releases:
+            self._releases.popleft()()
+        return item
+
+    def close(self) -> None:
+        super().close()
+        # Items still queued may be read after close, but the connections they came from must not wait on it.
+        while self._releases:
+            self._releases.popleft()()

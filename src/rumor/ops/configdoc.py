@@ -12,7 +12,7 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from rumor.config import KeyInfo, iter_keys
+from rumor.config import FABRIC_KEYS_IGNORED, KeyInfo, iter_keys
 
 INTRO = """\
 # Configuration reference (core.yaml)
@@ -44,7 +44,6 @@ SECTION_TITLES = {
     "peer.gossip": "peer.gossip: membership and dissemination (Fabric's keys)",
     "peer.gossip.election": "peer.gossip.election: leader election per org and channel",
     "peer.gossip.state": "peer.gossip.state: state transfer (catching up)",
-    "peer.gossip.pvtData": "peer.gossip.pvtData: private data",
     "operations": "operations: the HTTP endpoint (health, metrics, status, dashboard)",
     "operations.tls": "operations.tls",
     "logging": "logging",
@@ -80,6 +79,13 @@ def render(keys: Iterable[KeyInfo] | None = None) -> str:
         for key in members:
             default = f"`{key.default_text}`" if key.default_text != "" else "(empty)"
             out.append(f"| `{key.path}` | {key.kind} | {_cell(default)} | {_cell(key.doc)} | `{key.env}` |")
+    out.append("\n## Fabric keys accepted and ignored\n")
+    out.append(
+        "These keys (and everything under them) of Fabric's core.yaml load without error and change nothing: "
+        "they configure what rumor does not have (chaincode, endorsement, private data, Fabric's ledger "
+        "databases and metrics providers).\n"
+    )
+    out.extend(f"- `{key}`" for key in sorted(FABRIC_KEYS_IGNORED, key=str.lower))
     return "\n".join(out) + "\n"
 
 

@@ -251,7 +251,7 @@ def gossip_config(scenario: Scenario, mode: str | None = None) -> GossipConfig:
     changes: dict[str, Any] = {}
     for key, value in scenario.gossip.items():
         f = known.get(str(key).lower())
-        if f is None or f.name in ("election", "state", "pvt_data"):
+        if f is None or f.name in ("election", "state"):
             raise ScenarioError(f"gossip key {key!r} is not a peer.gossip setting")
         default = f.default
         if isinstance(default, bool):
