@@ -225,6 +225,14 @@ class StateConfig:
         "How long a peer that claimed a height and did not serve it is not asked again (s). Not a Fabric key.",
         positive=True,
     )
+    store_retry_interval: float = setting(
+        "storeRetryInterval",
+        5.0,
+        "While the ledger cannot store blocks (disk full, I/O error), how often the peer tries again to commit the "
+        "blocks it holds in the in-order buffer; meanwhile /healthz reports the ledger unhealthy (s). Not a Fabric "
+        "key.",
+        positive=True,
+    )
 
 
 @dataclass(frozen=True)

@@ -37,8 +37,12 @@ class DirectoryLock:
                 f"{self.path.parent} is in use by another {self.what} (PID {holder}); stop it first, "
                 "or give this one its own directory"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
+            os.close(fd)  # a full disk cannot take the PID: the lock is not held, and the caller says why
+            raise
         self._fd = fd
 
     def release(self) -> None:

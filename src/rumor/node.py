@@ -7,6 +7,12 @@
     one timer task wakes the core at its next deadline; presumed-dead peers are reported to it;
     the ledger (SQLite), the peer list (SQLite) and the operations endpoint live beside it.
 
+A disk that fills up (or fails) while the peer runs does not stop it: the core keeps the blocks it could not
+store out of the ledger and retries every ``peer.gossip.state.storeRetryInterval``; /healthz fails the "ledger"
+check with the reason, the log says so at most once a minute (``ledger_store_failures_total`` counts every
+attempt), and the first commit that succeeds makes the peer healthy again. A peer that starts on a disk that
+takes no writes refuses to start, with one line naming the path: see docs/operations.md.
+
 Every call into the core happens on the event loop's thread, one at a time, so
 the core needs no locks. ``now`` is ``time.monotonic()``; the wall clock enters
 the core only as the incarnation number and the offset used for certificate
@@ -23,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import logging
 import os
 import random
@@ -63,6 +70,8 @@ from rumor.crypto.identity import SigningIdentity, read_pem_certificates, serial
 from rumor.crypto.mcs import X509CryptoService
 from rumor.crypto.msp import OrgRegistry
 from rumor.ledger import Ledger, LedgerError
+from rumor.ledger.health import StorageHealth
+from rumor.ledger.store import LedgerStorageError
 from rumor.lockfile import DirectoryLock, DirectoryLocked
 from rumor.ops.metrics import PeerMetrics
 from rumor.ops.server import OperationsServer
@@ -138,6 +147,12 @@ class Peer:
         self.core: PeerCore
         self.ops: OperationsServer | None = None
         self._comm_counts: dict[str, int] = {}
+        retry = config.peer.gossip.state.store_retry_interval
+        self.storage = StorageHealth(
+            log, note=f"retrying every {retry:g}s; /healthz reports unhealthy until it succeeds"
+        )
+        """Whether the ledger stores: the "ledger" health check, and the log lines about a disk that refuses."""
+        self.tracer.listeners.append(self._on_storage_event)
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -157,7 +172,11 @@ class Peer:
         self._lock = DirectoryLock(data_dir, "rumor peer")
         try:
             self._lock.acquire()
-        except (DirectoryLocked, OSError) as exc:
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise PeerError(f"peer.fileSystemPath: disk full at {data_dir}; {_FREE_SPACE}") from None
+            raise PeerError(f"peer.fileSystemPath: {exc}") from None
+        except DirectoryLocked as exc:
             raise PeerError(f"peer.fileSystemPath: {exc}") from None
         try:
             await self._start(data_dir)
@@ -183,10 +202,18 @@ class Peer:
         )
         try:
             self.ledger = Ledger(data_dir / "ledger.sqlite")
+        except LedgerStorageError as exc:
+            raise PeerError(f"ledger: {exc}; {_FREE_SPACE}") from None
         except LedgerError as exc:
             raise PeerError(f"{exc}; {recover}") from None
         try:
             self.ledger.check()
+            # A peer that cannot write would gossip, and say it is up, while every block it gets is lost to it:
+            # an operator restarting it on a full disk learns it here, in one line, rather than from /healthz.
+            self.ledger.probe()
+        except LedgerStorageError as exc:
+            self.ledger.close()
+            raise PeerError(f"ledger: {exc}; {_FREE_SPACE}") from None
         except LedgerError as exc:
             self.ledger.close()
             raise PeerError(f"{exc}; {recover}") from None
@@ -271,7 +298,10 @@ class Peer:
                 ops.listen_address,
                 status=self.status,
                 metrics=self.metrics,
-                health_checks={"comm": lambda: None if self._started and not self._stopping else "stopped"},
+                health_checks={
+                    "comm": lambda: None if self._started and not self._stopping else "stopped",
+                    "ledger": self.storage.problem,
+                },
                 ssl_context=ssl_context,
                 admin_token=ops.admin_token,
                 admin_check=self._admin_problem,
@@ -383,6 +413,8 @@ class Peer:
                 "buffer_size": len(state.buffer),
                 "buffer_high_water": state.stats.buffer_high_water,
                 "block_buffer_size": state.config.block_buffer_size,
+                # why the ledger refuses to store this channel's blocks (disk full...), None while it stores
+                "store_problem": state.store_problem,
                 "state": dataclasses.asdict(state.stats),
                 "gossip": _stats_dict(self.core.node.channels.get(name)),
                 # [block number, wall-clock commit time] of the latest commits: exact propagation latencies
@@ -429,7 +461,10 @@ class Peer:
         # configtxgen genesis carries no signature at all); read_genesis checked its hashes and its config.
         if existing is None:
             self._adopt_channel_config(cfg)
-            self.ledger.commit(cfg.name, raw)
+            try:
+                self.ledger.commit(cfg.name, raw)
+            except LedgerError as exc:
+                raise PeerError(f"channel {cfg.name}: cannot join: {exc}") from None
         else:
             cfg = self._channel_configs.get(cfg.name, cfg)
         self._apply(self.core.join_channel(cfg.name, _orgs(cfg), _anchors(cfg), now=self._now()))
@@ -460,6 +495,15 @@ class Peer:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None and not self._stopping:
             log.error("peer task %s failed", task.get_name(), exc_info=task.exception())
+
+    def _on_storage_event(self, name: str, now: float, fields: dict[str, object]) -> None:
+        """The core's word on the ledger's writes: feeds the "ledger" health check, its metric and its log."""
+        if name == "ledger_store_failed":
+            channel = str(fields.get("channel", ""))
+            self.metrics.ledger_store_failures.labels(channel).inc()
+            self.storage.failed(channel, str(fields.get("reason", "")), now)
+        elif name == "ledger_store_recovered":
+            self.storage.stored(str(fields.get("channel", "")))
 
     def _adopt_channel_config(self, cfg: channelconfig.ChannelConfig) -> None:
         configs = [c for name, c in self._channel_configs.items() if name != cfg.name] + [cfg]
@@ -721,6 +765,9 @@ class Peer:
         for name, runtime in self.core.channels.items():
             self.metrics.payload_buffer_size.labels(name).set(len(runtime.state.buffer))
             self.metrics.state_height.labels(name).set(self.ledger.height(name))
+
+
+_FREE_SPACE = "free space on that file system and start the peer again"
 
 
 def _operations_ssl(ops: Any) -> ssl.SSLContext | None:

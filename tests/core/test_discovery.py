@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pytest
 
 from rumor.config import GossipConfig
 from rumor.core.discovery import Discovery
-from rumor.core.peerstore import MemoryPeerStore, StoredPeer
+from rumor.core.peerstore import MemoryPeerStore, PeerStoreError, StoredPeer
 from rumor.core.types import (
     Disconnect,
     Effect,
@@ -501,6 +502,43 @@ def test_membership_saved_when_it_changes_throttled(reg: CheapRegistry) -> None:
     d.on_connection_lost(b.pki_id, 21.0)  # alive -> dead is no change of who is known
     d.stop(22.0)
     assert store.saves == 2
+
+
+class FullDiskStore(MemoryPeerStore):
+    """A peer store on a full disk: every save fails, as SqlitePeerStore's does there."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.full = True
+        self.attempts = 0
+
+    def save(self, peers: Sequence[StoredPeer]) -> None:
+        self.attempts += 1
+        if self.full:
+            raise PeerStoreError("cannot save the known peers to /data/peers.sqlite: database or disk is full")
+        super().save(peers)
+
+
+def test_a_store_that_cannot_save_never_stops_discovery_and_is_retried_throttled(
+    reg: CheapRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Finding: on a full disk the save raised out of on_tick, and the timer step failed with a traceback."""
+    me, a = make_peer(reg, "me"), make_peer(reg, "a")
+    store = FullDiskStore()
+    d = make_discovery(me, store=store)
+    d.start(0.0)
+    d.on_message(received(a, alive_env(a, 1, 1)), 1.0)
+    with caplog.at_level(logging.WARNING, logger="rumor.discovery"):
+        run(d, 120.0)  # alive messages keep going out, whatever the store says
+    assert d.lookup(a.pki_id) is not None
+    assert 20 <= store.attempts <= 1 + 120 / 5  # once per persistInterval, not at every tick
+    warnings = [r.getMessage() for r in caplog.records if "cannot save the known peers" in r.getMessage()]
+    assert len(warnings) == 2  # one line a minute
+    store.full = False
+    run(d, 126.0)
+    assert store.load() == [StoredPeer(a.pki_id, a.endpoint, a.identity)]
+    store.full = True
+    d.stop(127.0)  # a failing last save does not break stopping
 
 
 # --- disclosure ----------------------------------------------------------------------------------

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rumor.core.peerstore import MemoryPeerStore, SqlitePeerStore, StoredPeer
+import pytest
+
+from rumor.core.peerstore import MemoryPeerStore, PeerStoreError, SqlitePeerStore, StoredPeer
 
 
 def test_sqlite_round_trip(tmp_path: Path) -> None:
@@ -40,3 +42,11 @@ def test_memory_store() -> None:
     loaded.clear()  # a copy: the caller cannot change what is stored
     assert store.load() == [StoredPeer(b"a", "a:1", None)]
     assert store.saves == 1
+
+
+def test_sqlite_failures_are_peer_store_errors_naming_the_file(tmp_path: Path) -> None:
+    store = SqlitePeerStore(tmp_path / "no such directory" / "peers.sqlite")
+    with pytest.raises(PeerStoreError, match=r"cannot save the known peers to .*no such directory.*: unable to open"):
+        store.save([StoredPeer(b"a", "a:1", None)])
+    with pytest.raises(PeerStoreError, match=r"cannot read the known peers from "):
+        store.load()

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
 from rumor.core.state import GAP_PATIENCE, StateConfig, StateProvider
-from rumor.core.types import Committed, ReceivedMessage, RemotePeer, Send
+from rumor.core.types import Committed, ReceivedMessage, RecordingTracer, RemotePeer, Send
 from rumor.crypto.blocks import block_header_hash, new_block, sign_block
 from rumor.crypto.cheap import CheapCryptoService, CheapRegistry
-from rumor.ledger import MemoryLedger
+from rumor.ledger import LedgerStorageError, MemoryLedger
 from rumor.wire import messages as m
 from rumor.wire.pb.common import common_pb2
 from rumor.wire.pb.gossip import message_pb2 as pb
@@ -245,3 +247,80 @@ def test_serving_is_bounded_in_bytes_per_second_per_peer(registry: CheapRegistry
     other = ReceivedMessage(C.pki_id, C.endpoint, b"", ask, m.open_envelope(ask))
     assert source.on_request(other, 1.0)  # another peer has its own budget
     assert source.on_request(hog, 3.0)  # and the hog's refills with time
+
+
+class FullDisk(MemoryLedger):
+    """A ledger whose disk is full while ``full`` holds: every commit raises LedgerStorageError, as SQLite's does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.full = False
+        self.attempts = 0
+
+    def commit_many(self, channel: str, blocks: Sequence[bytes]) -> None:
+        if self.full and blocks:
+            self.attempts += 1
+            height = self.height(channel)
+            raise LedgerStorageError(
+                f"cannot store block {height} of channel {channel}: disk full at /data/ledger.sqlite",
+                "disk full",
+                Path("/data/ledger.sqlite"),
+            )
+        super().commit_many(channel, blocks)
+
+
+def test_blocks_the_disk_cannot_take_wait_in_the_buffer_and_are_retried_at_a_bounded_rate(
+    registry: CheapRegistry, blocks: list[bytes]
+) -> None:
+    ledger = FullDisk()
+    tracer = RecordingTracer()
+    config = StateConfig(store_retry_interval=5.0, block_buffer_size=10)
+    state = StateProvider(
+        CH, config, ledger, CheapCryptoService.for_peer("Org1MSP", "p", registry), random.Random(0), tracer
+    )
+    state.start(0.0)
+    state.add_payload(0, blocks[0], 0.5)
+    ledger.full = True
+
+    assert state.add_payload(1, blocks[1], 1.0) == []
+    assert state.height == 1 and list(state.buffer) == [1]  # nothing stored, nothing lost, height unchanged
+    assert state.store_problem == "cannot store block 1 of channel ch: disk full at /data/ledger.sqlite"
+    assert tracer.named("ledger_store_failed")[0]["seq_num"] == 1
+    assert state.stats.rejected == 0  # the blocks are good: they are not counted as refused
+    attempts = ledger.attempts
+    for seq in range(2, 15):  # arriving blocks do not make it retry; beyond the buffer they are dropped
+        assert state.add_payload(seq, blocks[seq], 2.0) == []
+    assert ledger.attempts == attempts
+    assert sorted(state.buffer) == list(range(1, 11)) and state.stats.too_far_ahead == 4
+    assert state.next_deadline() == 2.0  # a block too far ahead: anti-entropy is due at once...
+    assert state.on_tick(2.0, [(A, 40)]) == []  # ...but asks nothing: what it fetched could not be stored either
+    assert state.next_deadline() == 6.0 and ledger.attempts == attempts
+    assert state.on_tick(6.0, [(A, 40)]) == [] and state.store_problem is not None
+    assert ledger.attempts > attempts and state.next_deadline() == 11.0
+
+    ledger.full = False  # space is back: the next retry stores the buffer, and anti-entropy runs at once
+    effects = state.on_tick(11.0, [(A, 40)])
+    assert [c.seq_num for c in effects if isinstance(c, Committed)] == list(range(1, 11))
+    assert state.height == 11 and state.store_problem is None and state.buffer == {}
+    assert [e[0] for e in tracer.events].count("ledger_store_recovered") == 1
+    assert m.open_envelope(only_send(effects).envelope).state_request.start_seq_num == 11
+
+
+def test_a_disk_that_takes_part_of_a_run_keeps_the_rest_for_the_retry(
+    registry: CheapRegistry, blocks: list[bytes]
+) -> None:
+    class Tight(FullDisk):
+        def commit_many(self, channel: str, blocks: Sequence[bytes]) -> None:
+            self.full = len(blocks) > 1 or self.height(channel) >= 3  # room for blocks 0-2, one at a time
+            super().commit_many(channel, blocks)
+
+    ledger = Tight()
+    state = StateProvider(
+        CH, StateConfig(), ledger, CheapCryptoService.for_peer("Org1MSP", "p", registry), random.Random(0)
+    )
+    state.start(0.0)
+    for seq in range(1, 6):
+        state.add_payload(seq, blocks[seq], 1.0)
+    committed = state.add_payload(0, blocks[0], 1.0)
+    assert [c.seq_num for c in committed] == [0, 1, 2]
+    assert state.height == 3 and sorted(state.buffer) == [3, 4, 5] and state.store_problem is not None

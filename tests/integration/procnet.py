@@ -226,6 +226,14 @@ class Cluster:
         except (TimeoutError, aiohttp.ClientError, OSError):
             return None
 
+    async def health(self, peer: PeerEntry) -> tuple[int, dict[str, Any]] | None:
+        """The peer's ``GET /healthz``: (HTTP status, body), or None when it does not answer."""
+        try:
+            async with self.http.get(f"http://{peer.operations}/healthz") as resp:
+                return resp.status, dict(await resp.json())
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            return None
+
     async def metric(self, peer: PeerEntry, name: str, **labels: str) -> float:
         """A sample of the peer's Prometheus ``GET /metrics`` (0 when absent)."""
         async with self.http.get(f"http://{peer.operations}/metrics") as resp:
@@ -440,15 +448,17 @@ async def submit_direct(layout: NetworkLayout, payloads: Sequence[bytes], channe
 
 class Load:
     """A steady stream of payloads to the orderer from the test process: ``per_round`` every ``pause`` seconds,
-    until ``stop()``. (Cheaper than a ``rumor submit`` process per round, and it never runs dry.)"""
+    each padded to ``size`` bytes, until ``stop()``. (Cheaper than a ``rumor submit`` process per round, and it
+    never runs dry.)"""
 
-    def __init__(self, layout: NetworkLayout, *, per_round: int = 2, pause: float = 0.02) -> None:
+    def __init__(self, layout: NetworkLayout, *, per_round: int = 2, pause: float = 0.02, size: int = 0) -> None:
         target = network_target(layout.root, layout.channel)
         signer = load_signing_identity(target.msp_dir, target.mspid)
         self.client = BroadcastClient(target.endpoint, signer, tls=target.tls)
         self.channel = layout.channel
         self.per_round = per_round
         self.pause = pause
+        self.size = size
         self.submitted = 0
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -460,7 +470,7 @@ class Load:
 
     async def _run(self) -> None:
         while not self._stopping.is_set():
-            batch = [f"load {self.submitted + i}".encode() for i in range(self.per_round)]
+            batch = [f"load {self.submitted + i} ".encode().ljust(self.size, b".") for i in range(self.per_round)]
             await self.client.submit_many(self.channel, batch)
             self.submitted += len(batch)
             with contextlib.suppress(TimeoutError):

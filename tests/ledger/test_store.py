@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -10,9 +11,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from smallfs import small_filesystem
 
 from rumor.crypto.blocks import block_header_hash, new_block
 from rumor.ledger import Ledger, LedgerError, MemoryLedger
+from rumor.ledger.store import LedgerStorageError, storage_reason
 
 
 def chain(n: int, start: int = 0, prev: bytes = b"") -> list[bytes]:
@@ -172,3 +175,77 @@ def test_check_finds_a_missing_block(tmp_path: Path) -> None:
     with pytest.raises(LedgerError, match="19 blocks for height 20"):
         ledger.check()
     ledger.close()
+
+
+# --- storage failures: a disk that refuses writes is told apart from a bad block --------------------------------
+
+
+def big_chain(n: int, start: int, prev: bytes, size: int = 64 * 1024) -> list[bytes]:
+    blocks = []
+    for number in range(start, start + n):
+        block = new_block(number, prev, [os.urandom(size)])  # random: SQLite cannot compress it away
+        prev = block_header_hash(block.header)
+        blocks.append(block.SerializeToString())
+    return blocks
+
+
+def test_a_full_database_is_a_storage_error_that_leaves_nothing_and_can_be_retried(tmp_path: Path) -> None:
+    """SQLITE_FULL without a full disk: SQLite's page limit answers as a full disk would."""
+    ledger = Ledger(tmp_path / "ledger.db")
+    ledger.commit_many("ch", chain(2))
+    pages = ledger._db.execute("PRAGMA page_count").fetchone()[0]
+    ledger._db.execute(f"PRAGMA max_page_count = {pages + 4}")
+    blocks = big_chain(3, 2, ledger.last_hash("ch"))
+    with pytest.raises(LedgerStorageError) as caught:
+        ledger.commit_many("ch", blocks)
+    assert str(caught.value) == f"cannot store blocks 2-4 of channel ch: disk full at {tmp_path / 'ledger.db'}"
+    assert caught.value.reason == "disk full" and isinstance(caught.value, LedgerError)
+    assert ledger.height("ch") == 2 and ledger.get_block("ch", 2) is None
+    with pytest.raises(LedgerStorageError, match=r"^cannot store 1 envelopes: disk full at "):
+        ledger.add_pending([("ch", os.urandom(64 * 1024))])
+    assert ledger.pending("ch") == []
+    ledger._db.execute("PRAGMA max_page_count = 1073741823")  # space is back: the same call succeeds
+    ledger.commit_many("ch", blocks)
+    assert ledger.height("ch") == 5
+    ledger.check()
+
+
+def test_errors_that_are_not_about_storage_stay_plain_ledger_errors(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "ledger.db"
+    corrupt = sqlite3.DatabaseError("database disk image is malformed")
+    corrupt.sqlite_errorcode = sqlite3.SQLITE_CORRUPT  # type: ignore[attr-defined]
+    assert storage_reason(corrupt, path) is None
+    assert storage_reason(OSError(errno.ENOSPC, "No space left on device"), path) == "disk full"
+    assert storage_reason(OSError(errno.EACCES, "Permission denied"), path) is None
+    ledger = Ledger(path)
+    with pytest.raises(LedgerError) as caught:
+        ledger.commit("ch", chain(2)[1])
+    assert not isinstance(caught.value, LedgerStorageError)
+
+
+def test_on_a_real_full_disk_commits_and_the_probe_fail_and_succeed_once_space_returns(tmp_path: Path) -> None:
+    with small_filesystem(tmp_path / "fs", size_mib=4) as fs:
+        path = fs.mountpoint / "ledger.sqlite"
+        ledger = Ledger(path)
+        try:
+            ledger.commit_many("ch", chain(3))
+            ledger.probe()
+            fs.fill()
+            # The WAL may have room left from an earlier checkpoint: commit until the file system refuses.
+            with pytest.raises(LedgerStorageError) as caught:
+                for _ in range(200):
+                    ledger.commit_many("ch", big_chain(1, ledger.height("ch"), ledger.last_hash("ch")))
+            assert caught.value.reason == "disk full" and str(path) in str(caught.value)
+            height = ledger.height("ch")
+            with pytest.raises(LedgerStorageError, match="disk full"):
+                ledger.probe()
+            assert ledger.height("ch") == height
+            fs.free()
+            ledger.probe()
+            ledger.commit_many("ch", big_chain(2, height, ledger.last_hash("ch")))
+            assert ledger.height("ch") == height + 2
+            ledger.check()
+        finally:
+            ledger.close()

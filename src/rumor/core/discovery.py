@@ -43,7 +43,7 @@ from google.protobuf.message import DecodeError
 
 from rumor.config import GossipConfig
 from rumor.core.identity import IdentityError, IdentityMapper
-from rumor.core.peerstore import PeerStore, StoredPeer
+from rumor.core.peerstore import PeerStore, PeerStoreError, StoredPeer
 from rumor.core.types import (
     Disconnect,
     Effect,
@@ -63,6 +63,9 @@ from rumor.wire import messages as wire
 from rumor.wire.pb.gossip import message_pb2 as pb
 
 log = logging.getLogger("rumor.discovery")
+
+STORE_LOG_INTERVAL = 60.0
+"""Seconds between two log lines about a peer store that keeps failing (a full disk fails every save)."""
 
 DISCOVERY_KINDS = frozenset({"alive_msg", "mem_req", "mem_res"})
 
@@ -260,6 +263,7 @@ class Discovery:
         self._own_alive: tuple[pb.Envelope, tuple[str, bytes, bool]] | None = None
         self._dirty = False
         self._last_save = float("-inf")
+        self._store_logged_at = float("-inf")
         self.identities.subscribe(self._on_identity_purged)
 
     # --- configuration and queries --------------------------------------------------------------
@@ -386,7 +390,12 @@ class Discovery:
         for endpoint in self._bootstrap:
             self._add_dial(endpoint, bootstrap=True)
         if self._store is not None:
-            for stored in self._store.load():
+            try:
+                stored_peers = self._store.load()
+            except PeerStoreError as exc:
+                log.warning("%s; starting from the bootstrap and anchor peers alone", exc)
+                stored_peers = []
+            for stored in stored_peers:
                 self._restore(stored, now)
         return self._drain(self._run_dials(now))
 
@@ -1073,9 +1082,15 @@ class Discovery:
             for m in sorted(self._members.values(), key=lambda m: not m.alive)
             if m.preferred_endpoint
         ]
-        self._store.save(peers)
+        self._last_save = now  # a failed save too: it is tried again persist_interval later, not at every tick
+        try:
+            self._store.save(peers)
+        except PeerStoreError as exc:
+            if now - self._store_logged_at >= STORE_LOG_INTERVAL:
+                self._store_logged_at = now
+                log.warning("%s; trying again every %gs", exc, self._persist_interval)
+            return
         self._dirty = False
-        self._last_save = now
 
     # --- helpers --------------------------------------------------------------------------------
 

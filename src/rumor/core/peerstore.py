@@ -12,6 +12,9 @@ Two implementations of the ``PeerStore`` port:
   interface, like the ledger, so the core may call it; the throttling keeps it off the hot path.
   Each save replaces the whole table in one transaction, so a crash leaves the previous list or the new
   one, never half of each.
+
+A store that cannot save or load (disk full, I/O error) raises ``PeerStoreError``; discovery then keeps its
+members in memory and tries again later: the list only spares a restart its bootstrap, it never stops a peer.
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ import os
 import sqlite3
 from collections.abc import Sequence
 from typing import NamedTuple, Protocol
+
+
+class PeerStoreError(Exception):
+    """The store could not save or load the list; the message says which file and why."""
 
 
 class StoredPeer(NamedTuple):
@@ -71,17 +78,23 @@ class SqlitePeerStore:
         return conn
 
     def load(self) -> list[StoredPeer]:
-        with contextlib.closing(self._connect()) as conn:
-            rows = conn.execute("SELECT pki_id, endpoint, identity FROM peers ORDER BY rowid").fetchall()
+        try:
+            with contextlib.closing(self._connect()) as conn:
+                rows = conn.execute("SELECT pki_id, endpoint, identity FROM peers ORDER BY rowid").fetchall()
+        except (sqlite3.Error, OSError) as exc:
+            raise PeerStoreError(f"cannot read the known peers from {self.path}: {exc}") from None
         return [
             StoredPeer(bytes(pki), endpoint, bytes(ident) if ident is not None else None)
             for pki, endpoint, ident in rows
         ]
 
     def save(self, peers: Sequence[StoredPeer]) -> None:
-        with contextlib.closing(self._connect()) as conn, conn:
-            conn.execute("DELETE FROM peers")
-            conn.executemany(
-                "INSERT OR REPLACE INTO peers (pki_id, endpoint, identity) VALUES (?, ?, ?)",
-                [(p.pki_id, p.endpoint, p.identity) for p in peers],
-            )
+        try:
+            with contextlib.closing(self._connect()) as conn, conn:
+                conn.execute("DELETE FROM peers")
+                conn.executemany(
+                    "INSERT OR REPLACE INTO peers (pki_id, endpoint, identity) VALUES (?, ?, ?)",
+                    [(p.pki_id, p.endpoint, p.identity) for p in peers],
+                )
+        except (sqlite3.Error, OSError) as exc:
+            raise PeerStoreError(f"cannot save the known peers to {self.path}: {exc}") from None

@@ -31,6 +31,13 @@ takes them only in order. The provider sits between:
 
 A block that verifies but does not chain onto the ledger is dropped and counted;
 nothing unverified ever reaches the ledger.
+
+    the ledger cannot store (LedgerStorageError: disk full, I/O error) -> the run stays in the buffer, nothing of
+        it is committed and the height stays; ``store_problem`` says why, a ``ledger_store_failed`` event is
+        traced; the commit is retried every storeRetryInterval (not at each arriving block), blocks beyond the
+        buffer are dropped as too far ahead, and no state-transfer request is sent: what we cannot store is
+        fetched again once we can. A retry that commits clears the problem (``ledger_store_recovered``) and
+        runs anti-entropy at once.
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ from typing import Protocol
 from rumor.config import StateConfig
 from rumor.core.types import Committed, Effect, NullTracer, ReceivedMessage, RemotePeer, Send, Tracer
 from rumor.crypto.api import CryptoError, MessageCryptoService
-from rumor.ledger.store import LedgerError
+from rumor.ledger.store import LedgerError, LedgerStorageError
 from rumor.wire import messages as m
 from rumor.wire.pb.gossip import message_pb2 as pb
 
@@ -80,6 +87,7 @@ class StateStats:
     responses_ignored: int = 0
     timeouts: int = 0
     buffer_high_water: int = 0
+    store_failures: int = 0
 
 
 @dataclass
@@ -124,6 +132,9 @@ class StateProvider:
         # Peers that let a request time out, until when: asked only when no other peer is higher (a busy
         # honest peer must not stall catch-up; a silent liar then costs one request per check).
         self._slow: dict[bytes, float] = {}
+        self.store_problem: str | None = None
+        """Why the ledger refused the last commit (disk full...), until a commit succeeds again."""
+        self._store_retry_at = 0.0
 
     @property
     def height(self) -> int:
@@ -134,6 +145,8 @@ class StateProvider:
 
     def next_deadline(self) -> float | None:
         times = [t for t in (self._next_check, self._outstanding and self._outstanding.deadline) if t is not None]
+        if self.store_problem is not None and self.buffer:
+            times.append(self._store_retry_at)
         return min(times) if times else None
 
     # --- blocks in ------------------------------------------------------------------------------
@@ -175,6 +188,8 @@ class StateProvider:
             self._next_check = min(self._next_check, at)
 
     def _commit_ready(self, now: float) -> list[Effect]:
+        if self.store_problem is not None and now < self._store_retry_at:
+            return []  # the ledger refused the last attempt: the blocks wait in the buffer for the retry
         height = self.height
         run: list[bytes] = []
         while height + len(run) in self.buffer:
@@ -184,35 +199,66 @@ class StateProvider:
         try:
             self.ledger.commit_many(self.channel, run)
             committed = run
+            if self.store_problem is not None:
+                self._store_recovered(now)
         except LedgerError:
+            # One by one: a bad block then costs only itself, and a nearly full disk takes the blocks that fit.
             committed = self._commit_one_by_one(run, now)
+        if not committed:
+            return []
         self.stats.committed += len(committed)
         self.tracer.event("block_committed", now, channel=self.channel, height=height + len(committed))
         return [Committed(self.channel, height + i, raw) for i, raw in enumerate(committed)]
 
     def _commit_one_by_one(self, run: list[bytes], now: float) -> list[bytes]:
-        """Commit the good prefix of a run whose batch commit failed; drop the block that broke it."""
+        """Commit the good prefix of a run whose batch commit failed; drop the block that broke it, or keep the
+        rest of the run in the buffer when the ledger could not store it."""
         done: list[bytes] = []
-        for raw in run:
+        for i, raw in enumerate(run):
             seq = self.height
             try:
                 self.ledger.commit_many(self.channel, [raw])
+            except LedgerStorageError as exc:
+                for j, rest in enumerate(run[i:]):
+                    self.buffer[seq + j] = rest
+                self._store_failed(seq, exc, now)
+                return done
             except LedgerError as exc:
                 self.stats.rejected += 1
                 log.warning("channel %s: block %d rejected by the ledger: %s", self.channel, seq, exc)
                 self.tracer.event("block_rejected", now, channel=self.channel, seq_num=seq, reason=str(exc))
+                # the blocks after the bad one wait in the buffer until anti-entropy brings a block that chains
+                for j, rest in enumerate(run[i + 1 :]):
+                    self.buffer[seq + 1 + j] = rest
                 break
             done.append(raw)
-        # the blocks after the bad one wait in the buffer until anti-entropy brings a block that chains
-        for i, raw in enumerate(run[len(done) + 1 :]):
-            self.buffer[self.height + 1 + i] = raw
+        if done and self.store_problem is not None:
+            self._store_recovered(now)
         return done
+
+    def _store_failed(self, seq: int, exc: LedgerStorageError, now: float) -> None:
+        self.stats.store_failures += 1
+        self.store_problem = str(exc)
+        self._store_retry_at = now + self.config.store_retry_interval
+        self.tracer.event("ledger_store_failed", now, channel=self.channel, seq_num=seq, reason=str(exc))
+
+    def _store_recovered(self, now: float) -> None:
+        self.store_problem = None
+        self.tracer.event("ledger_store_recovered", now, channel=self.channel, height=self.height)
+        # Blocks that came while we could not store them were dropped: fetch them now, not at the next check.
+        self._check_by(now)
 
     # --- anti-entropy ---------------------------------------------------------------------------
 
     def on_tick(self, now: float, peer_heights: Sequence[tuple[RemotePeer, int]]) -> list[Effect]:
-        """Retry a timed-out request, and every checkInterval ask a higher peer for what we miss."""
+        """Retry a timed-out request, and every checkInterval ask a higher peer for what we miss; retry a commit
+        the ledger refused."""
         effects: list[Effect] = []
+        if self.store_problem is not None and self.buffer and now >= self._store_retry_at:
+            effects += self._commit_ready(now)
+            if self.store_problem is not None and self._store_retry_at <= now:
+                # nothing could be tried (no run at the height): not again at once, or the timer would spin
+                self._store_retry_at = now + self.config.store_retry_interval
         out = self._outstanding
         if out is not None and now >= out.deadline:
             self.stats.timeouts += 1
@@ -229,6 +275,8 @@ class StateProvider:
     def _request(
         self, now: float, peer_heights: Sequence[tuple[RemotePeer, int]], attempts: int, tried: set[bytes]
     ) -> list[Effect]:
+        if self.store_problem is not None:
+            return []  # blocks fetched now could not be stored either
         height = self.height
         for marks in (self._distrusted, self._slow):
             for pki_id, until in list(marks.items()):

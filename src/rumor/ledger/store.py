@@ -17,6 +17,13 @@ yet: ``add_pending`` stores a burst of them in one transaction (the orderer answ
 ``commit_many(..., consumed_through=seq)`` deletes those a block now holds in the block's own transaction, so an
 envelope is always either pending or in a block, never lost and never both.
 
+Storage failures: a write the file system refuses (disk full, an I/O error, a file system remounted read-only)
+raises ``LedgerStorageError``, a ``LedgerError`` whose message names what could not be stored, why and where
+("cannot store block 7 of channel mychannel: disk full at /var/.../ledger.sqlite"). Nothing of that call is
+stored and the ledger's height is unchanged, so the same call may simply be made again once space returns.
+Every other ``LedgerError`` is about the blocks or the file's contents, and retrying it changes nothing.
+``probe`` makes a small write transaction, for a writer to learn at start whether the disk takes writes.
+
 Access is serialized by a lock so the peer may call from its event loop or a
 worker thread.
 """
@@ -24,6 +31,8 @@ worker thread.
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
@@ -53,19 +62,74 @@ class LedgerError(Exception):
     """A block that does not extend its chain, or a ledger that cannot be opened."""
 
 
+class LedgerStorageError(LedgerError):
+    """The file system refused a write (disk full, I/O error, read-only): nothing of the call was stored, and the
+    same call may succeed once the cause is gone. ``reason`` is the cause alone ("disk full"), ``path`` the file."""
+
+    def __init__(self, message: str, reason: str, path: Path) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.path = path
+
+
+# SQLite's primary result codes (an extended code carries one in its low byte) that mean the file system, not
+# the data, refused: SQLITE_IOERR, SQLITE_FULL, SQLITE_READONLY.
+_STORAGE_CODES = frozenset({sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL, sqlite3.SQLITE_READONLY})
+
+
+def storage_reason(exc: BaseException, path: Path) -> str | None:
+    """Why the file system refused a write to ``path`` ("disk full", "I/O error", "read-only file system"), or
+    None when ``exc`` is not a storage failure (a corrupt file, a constraint, a bug)."""
+    if isinstance(exc, OSError):
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return "disk full"
+        if exc.errno == errno.EROFS:
+            return "read-only file system"
+        return f"I/O error ({exc.strerror or exc})" if exc.errno == errno.EIO else None
+    code = getattr(exc, "sqlite_errorcode", None)
+    if not isinstance(exc, sqlite3.DatabaseError) or code is None or code & 0xFF not in _STORAGE_CODES:
+        return None
+    if code & 0xFF == sqlite3.SQLITE_READONLY:
+        return "read-only file system" if _read_only(path) else None
+    # SQLite reports a full disk as SQLITE_FULL when a write of the database or its journal runs out of space,
+    # but as a plain I/O error when growing its shared-memory index (-shm) does: the free space tells.
+    if code & 0xFF == sqlite3.SQLITE_FULL or _no_space(path):
+        return "disk full"
+    return f"I/O error ({exc.sqlite_errorname})"  # type: ignore[attr-defined]
+
+
+def _no_space(path: Path) -> bool:
+    try:
+        stat = os.statvfs(path.parent)
+    except OSError:
+        return False
+    return stat.f_bavail == 0 or stat.f_favail == 0
+
+
+def _read_only(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path.parent).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
 class Ledger:
     """Blocks per channel, committed in order and durable once ``commit`` returns."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db: sqlite3.Connection | None = None
         try:
-            self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            raise LedgerError(f"cannot open ledger {self.path}: {exc}") from None
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(_SCHEMA)
+        except (sqlite3.DatabaseError, OSError) as exc:
+            if db is not None:
+                db.close()
+            raise self._error(exc, "cannot open ledger", f"cannot open ledger {self.path}") from None
+        self._db = db
         self._lock = threading.Lock()
         self._tips: dict[str, tuple[int, bytes]] = {}
         # Next pending sequence number per channel; numbers only grow within a process (a restart starts after
@@ -78,7 +142,7 @@ class Ledger:
             ).fetchall()
         except sqlite3.DatabaseError as exc:
             self._db.close()
-            raise LedgerError(f"ledger {self.path} is damaged: {exc}") from None
+            raise self._error(exc, "cannot read ledger", f"ledger {self.path} is damaged") from None
         for channel, number, header_hash in rows:
             self._tips[channel] = (number + 1, header_hash)
 
@@ -119,7 +183,31 @@ class Ledger:
                     if rows and previous != last_hash:
                         raise LedgerError(f"ledger {self.path} is damaged: channel {channel}'s last block")
             except sqlite3.DatabaseError as exc:
-                raise LedgerError(f"ledger {self.path} is damaged: {exc}") from None
+                raise self._error(exc, "cannot read ledger", f"ledger {self.path} is damaged") from None
+
+    def probe(self) -> None:
+        """Raise LedgerStorageError unless a small write transaction commits: whether the disk takes writes now.
+
+        It adds a row to the pending queue and deletes it again in one transaction, which leaves the contents as
+        they were but makes SQLite write and fsync a page of its journal, as a block's commit would.
+        """
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute("INSERT INTO pending VALUES ('', -1, x'')")
+                self._db.execute("DELETE FROM pending WHERE channel = '' AND seq = -1")
+                self._db.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                self._rollback()
+                raise self._error(exc, "cannot write", f"cannot write ledger {self.path}") from None
+
+    def _error(self, exc: sqlite3.DatabaseError | OSError, what: str, otherwise: str) -> LedgerError:
+        """The error to raise for ``exc``: a LedgerStorageError "<what>: <reason> at <path>" when the file system
+        refused, else a LedgerError "<otherwise>: <exc>"."""
+        reason = storage_reason(exc, self.path)
+        if reason is None:
+            return LedgerError(f"{otherwise}: {exc}")
+        return LedgerStorageError(f"{what}: {reason} at {self.path}", reason, self.path)
 
     def channels(self) -> list[str]:
         return sorted(self._tips)
@@ -158,7 +246,10 @@ class Ledger:
                 self._db.execute("COMMIT")
             except sqlite3.DatabaseError as exc:
                 self._rollback()
-                raise LedgerError(f"channel {channel}: cannot store blocks: {exc}") from None
+                what = f"block {height}" if len(blocks) == 1 else f"blocks {height}-{height + len(blocks) - 1}"
+                raise self._error(
+                    exc, f"cannot store {what} of channel {channel}", f"channel {channel}: cannot store blocks"
+                ) from None
             self._tips[channel] = (height + len(blocks), hashes[-1])
 
     def _rollback(self) -> None:
@@ -191,7 +282,9 @@ class Ledger:
                 self._db.execute("COMMIT")
             except sqlite3.DatabaseError as exc:
                 self._rollback()
-                raise LedgerError(f"cannot store pending envelopes: {exc}") from None
+                raise self._error(
+                    exc, f"cannot store {len(items)} envelopes", "cannot store pending envelopes"
+                ) from None
             self._pending_next = next_seq
             return seqs
 

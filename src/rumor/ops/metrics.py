@@ -55,6 +55,15 @@ class PeerMetrics:
             namespace=NAMESPACE,
             registry=r,
         )
+        # rumor's own, in Fabric's ledger namespace: attempts to commit that the file system refused (disk full,
+        # I/O error), each retry counted; /healthz names the problem while it lasts.
+        self.ledger_store_failures = Counter(
+            "store_failures",
+            "Commits the file system refused (disk full, I/O error), retries included",
+            ["channel"],
+            namespace="ledger",
+            registry=r,
+        )
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

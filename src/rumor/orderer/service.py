@@ -28,12 +28,20 @@ The ledger's SQLite calls run in worker threads so an fsync never stalls the eve
 Stopping: new RPCs are refused, open streams end (Deliver with SERVICE_UNAVAILABLE), envelopes already
 accepted are cut into a last block and committed, and every task is awaited, so an envelope answered
 SUCCESS is never lost by a clean shutdown.
+
+A full disk (or an I/O error: the ledger's LedgerStorageError) stops nothing for good. Envelopes the pending
+queue could not take are answered SERVICE_UNAVAILABLE with the reason, never SUCCESS. Blocks the ledger could not
+take stay in the writer, which tries them again every ``store_retry`` seconds (their envelopes are durable in
+the pending queue meanwhile); until it succeeds the channel answers every envelope SERVICE_UNAVAILABLE, so what
+waits in memory is bounded by what was accepted before. The log says so at most once a minute, and once more
+when the ledger stores again. An orderer whose ledger takes no writes at start refuses to start, in one line.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import logging
 import time
@@ -69,6 +77,8 @@ from rumor.crypto.blocks import block_header_hash, decode_block, new_block, sign
 from rumor.crypto.identity import SigningIdentity, decode_identity, load_signing_identity
 from rumor.crypto.mcs import X509CryptoService
 from rumor.ledger import Ledger, LedgerError
+from rumor.ledger.health import StorageHealth
+from rumor.ledger.store import LedgerStorageError
 from rumor.lockfile import DirectoryLock, DirectoryLocked
 from rumor.orderer.config import OrdererConfig
 from rumor.orderer.cutter import BatchSettings, BlockCutter, EnvelopeTooLarge
@@ -89,6 +99,10 @@ MiB = 1024 * 1024
 SEEK_TIME_WINDOW = 15 * 60.0
 _READ_BATCH = 64
 _IN_FLIGHT = 1024  # envelopes of one Broadcast stream read ahead of their answers
+STORE_RETRY = 5.0
+"""Seconds between two attempts to commit blocks the ledger could not store (disk full...)."""
+_PENDING = "pending queue"  # the StorageHealth key of the envelopes' queue (the others are channel names)
+_FREE_SPACE = "free space on that file system and start the orderer again"
 
 Status = common_pb2.Status
 _NOT_ORDERABLE = {
@@ -161,6 +175,8 @@ class _Channel:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     writer: asyncio.Task[None] | None = None
     failure: str | None = None
+    # Why the ledger refuses this channel's blocks (disk full...), until a retry stores them.
+    store_problem: str | None = None
 
     def notify(self) -> None:
         self.changed.set()
@@ -247,6 +263,7 @@ class Orderer:
         wall_clock: Callable[[], float] = time.time,
         close_ledger: bool = False,
         stop_grace: float = 5.0,
+        store_retry: float = STORE_RETRY,
     ) -> None:
         match = _HOST_PORT.fullmatch(listen_address)
         if match is None:
@@ -267,6 +284,12 @@ class Orderer:
         self._wall_clock = wall_clock
         self._close_ledger = close_ledger
         self._stop_grace = stop_grace
+        self._store_retry = store_retry
+        self.storage = StorageHealth(
+            log,
+            note=f"envelopes are answered SERVICE_UNAVAILABLE until it stores (blocks retried every {store_retry:g}s)",
+        )
+        """What the ledger refuses to store (disk full...): ``storage.problem()``, logged at most once a minute."""
         self._channels: dict[str, _Channel] = {}
         self._new_genesis: dict[str, bytes] = {}
         self._mcs: X509CryptoService | None = None
@@ -305,6 +328,8 @@ class Orderer:
             )
         try:
             ledger = Ledger(config.file_ledger.ledger_path)
+        except LedgerStorageError as exc:
+            raise OrdererError(f"FileLedger.Location: {exc}; {_FREE_SPACE}") from None
         except (LedgerError, OSError) as exc:
             raise OrdererError(f"FileLedger.Location: {exc}") from None
         return cls(
@@ -374,8 +399,16 @@ class Orderer:
             self._stopped = True
             if self._close_ledger:
                 self._ledger.close()
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise OrdererError(f"FileLedger.Location: disk full at {ledger_path.parent}; {_FREE_SPACE}") from None
             raise OrdererError(f"FileLedger.Location: {exc}") from None
         try:
+            try:
+                # An orderer that cannot write would answer every envelope SERVICE_UNAVAILABLE: an operator
+                # starting it on a full disk learns it here, in one line.
+                self._ledger.probe()
+            except LedgerStorageError as exc:
+                raise OrdererError(f"FileLedger.Location: {exc}; {_FREE_SPACE}") from None
             self._load_channels()
             self._stopping = asyncio.Event()
             self._timer_wakeup = asyncio.Event()
@@ -517,6 +550,8 @@ class Orderer:
         for name, raw in self._new_genesis.items():
             try:
                 self._ledger.commit(name, raw)
+            except LedgerStorageError as exc:
+                raise OrdererError(f"{exc}; {_FREE_SPACE}") from None
             except LedgerError as exc:
                 raise OrdererError(str(exc)) from None
             log.info("channel %s created from its genesis block", name)
@@ -531,20 +566,54 @@ class Orderer:
         return index if index is not None and index < height else 0
 
     async def _write_blocks(self, channel: _Channel) -> None:
-        while True:
-            batches = [await channel.queue.get()]
+        held: list[tuple[list[bytes], int]] = []  # batches cut, not stored yet: the ledger refused them
+        done = False
+        while not done:
+            batches: list[tuple[list[bytes], int] | None] = []
+            if held:
+                # Retry at a bounded rate, whatever arrives meanwhile; the stop signal ends the wait.
+                deadline = asyncio.get_running_loop().time() + self._store_retry
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout_at(deadline):
+                        while (item := await channel.queue.get()) is not None:
+                            batches.append(item)
+                        batches.append(None)
+            else:
+                batches.append(await channel.queue.get())
             while not channel.queue.empty():
                 batches.append(channel.queue.get_nowait())
             done = None in batches
-            todo = [b for b in batches if b is not None and b[0]]
+            todo = held + [b for b in batches if b is not None and b[0]]
+            held = []
             if todo and channel.failure is None:
-                try:
-                    await self._commit(channel, todo)
-                except Exception as exc:  # the chain can no longer be extended safely; stop taking envelopes
-                    channel.failure = f"channel {channel.name}: cannot commit blocks: {exc}"
-                    log.exception("channel %s: cannot commit blocks; refusing further envelopes", channel.name)
-            if done:
-                return
+                held = await self._store(channel, todo, last=done)
+
+    async def _store(
+        self, channel: _Channel, batches: list[tuple[list[bytes], int]], *, last: bool
+    ) -> list[tuple[list[bytes], int]]:
+        """Commit ``batches``; those to try again when the ledger could not store them (none when ``last``)."""
+        try:
+            await self._commit(channel, batches)
+        except LedgerStorageError as exc:
+            channel.store_problem = str(exc)
+            self.storage.failed(channel.name, channel.store_problem, self._clock())
+            if last:
+                # Stopping: their envelopes are durable in the pending queue, and the next start cuts them first.
+                log.error(
+                    "channel %s: %d envelopes stay in the pending queue, to be ordered at the next start",
+                    channel.name,
+                    sum(len(b) for b, _ in batches),
+                )
+                return []
+            return batches
+        except Exception as exc:  # the chain can no longer be extended safely; stop taking envelopes
+            channel.failure = f"channel {channel.name}: cannot commit blocks: {exc}"
+            log.exception("channel %s: cannot commit blocks; refusing further envelopes", channel.name)
+            return []
+        if channel.store_problem is not None:
+            channel.store_problem = None
+            self.storage.stored(channel.name)
+        return []
 
     async def _commit(self, channel: _Channel, batches: list[tuple[list[bytes], int]]) -> None:
         number = self._ledger.height(channel.name)
@@ -692,11 +761,15 @@ class Orderer:
             try:
                 seqs = await asyncio.to_thread(self._ledger.add_pending, [(c.name, raw) for c, raw, _ in items])
             except Exception as exc:  # nothing was stored: every envelope of the round is refused, none lost
-                log.error("cannot store %d envelopes: %s", len(items), exc)
+                if isinstance(exc, LedgerStorageError):
+                    self.storage.failed(_PENDING, str(exc), self._clock())  # logged at most once a minute
+                else:
+                    log.error("cannot store %d envelopes: %s", len(items), exc)
                 for _, _, answer in items:
                     if not answer.done():
-                        answer.set_result(_broadcast_reply(Status.SERVICE_UNAVAILABLE, f"cannot store: {exc}"))
+                        answer.set_result(_broadcast_reply(Status.SERVICE_UNAVAILABLE, f"{exc}; try again later"))
                 continue
+            self.storage.stored(_PENDING)
             now = self._clock()
             rearm = False
             for (channel, raw, answer), seq in zip(items, seqs, strict=True):
@@ -739,6 +812,9 @@ class Orderer:
             return _broadcast_reply(Status.NOT_FOUND, f"channel {opened.channel_id!r} does not exist on this orderer")
         if channel.failure is not None:
             return _broadcast_reply(Status.SERVICE_UNAVAILABLE, channel.failure)
+        if channel.store_problem is not None:
+            # The blocks already accepted wait for space: more would only pile up in memory.
+            return _broadcast_reply(Status.SERVICE_UNAVAILABLE, f"{channel.store_problem}; try again later")
         try:
             channel.cutter.check_size(raw)
         except EnvelopeTooLarge as exc:
