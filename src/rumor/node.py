@@ -74,6 +74,7 @@ from rumor.ledger.health import StorageHealth
 from rumor.ledger.store import LedgerStorageError
 from rumor.lockfile import DirectoryLock, DirectoryLocked
 from rumor.ops.metrics import PeerMetrics
+from rumor.ops.rejections import RejectionLog
 from rumor.ops.server import OperationsServer
 from rumor.orderer.client import ClientTLS, DeliverClient, DeliverError
 from rumor.preflight import PreflightError, check_peer
@@ -110,8 +111,10 @@ class MetricsTracer:
         self.recent: list[tuple[float, str, dict[str, object]]] = []
         self.keep = keep
         self.listeners: list[Callable[[str, float, dict[str, object]], None]] = []
+        self.rejections = RejectionLog(lambda reason: metrics.messages_rejected.labels(reason).inc(), time.monotonic)
 
     def event(self, name: str, now: float, **fields: object) -> None:
+        self.rejections.event(name, fields)
         if name == "block_rejected":
             self.metrics.blocks_rejected.labels(str(fields.get("channel", ""))).inc()
         if name in RECENT_EVENTS:

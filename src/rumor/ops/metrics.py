@@ -48,6 +48,13 @@ class PeerMetrics:
         self.membership_total_peers_known = Gauge(
             "membership_total_peers_known", "Alive peers known", namespace=NAMESPACE, registry=r
         )
+        self.messages_rejected = Counter(
+            "messages_rejected",
+            "Messages refused by a protocol check (forged, unsolicited, tampered, not of the channel), by check",
+            ["reason"],
+            namespace=NAMESPACE,
+            registry=self.registry,
+        )
         self.blocks_rejected = Counter(
             "blocks_rejected",
             "Blocks refused (bad signature, broken chain)",
