@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from rumor.config import GossipConfig
+from rumor.core import pull
 from rumor.core.certstore import CertStore
 from rumor.core.identity import IdentityMapper
 from rumor.core.msgstore import block_digest
@@ -251,7 +252,30 @@ def test_unrequested_items_are_not_accepted() -> None:
     assert b.victim.have() == {1}
     assert b.victim.engine.stats.items_rejected == 2
     reasons = {f["reason"] for f in b.victim.tracer.named("pull_item_rejected")}
-    assert reasons == {"item not requested from this peer"}
+    # Only as many items as were asked for are even decoded: the rest is refused in one count.
+    assert reasons == {"2 items beyond the 1 requested"}
+
+
+def test_an_update_with_a_requested_item_after_junk_is_refused_cheaply() -> None:
+    b = Byzantine()
+    b.digest([1])
+    assert b.request() == {1}
+    b.update([item(2), item(1)])
+    assert b.victim.have() == set()  # item 1 came after the one slot was spent on an unrequested item
+    assert b.victim.engine.stats.items_rejected == 2
+
+
+def test_a_peer_gets_digests_for_a_few_hellos_at_a_time() -> None:
+    a, b = Peer("a", [1, 2]), Peer("b")
+    net = Wire([a, b])
+    answered = [
+        bool(sent(a.engine.on_message(net.received(b, wire.hello(n, wire.BLOCK_MSG, b"ch")), 0.0), "data_dig"))
+        for n in range(1, 11)
+    ]
+    assert answered == [True] * pull.MAX_HELLOS_PER_PEER + [False] * (10 - pull.MAX_HELLOS_PER_PEER)
+    a.engine.on_tick(REQUEST_WAIT)  # the first hellos expire: room again
+    reply = a.engine.on_message(net.received(b, wire.hello(99, wire.BLOCK_MSG, b"ch")), REQUEST_WAIT)
+    assert sent(reply, "data_dig")
 
 
 def test_an_update_without_any_request_is_ignored() -> None:

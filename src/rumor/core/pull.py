@@ -42,7 +42,11 @@ from rumor.wire import messages as wire
 from rumor.wire.pb.gossip import message_pb2 as pb
 
 MAX_DIGESTS = 10_000
-"""Digests taken from one Digest message; more would only serve to fill our memory."""
+"""Digests taken from one Digest or Request message; more would only serve to fill our memory."""
+
+MAX_HELLOS_PER_PEER = 4
+"""Hellos of one peer answered within requestWaitTime. An honest peer sends one per pull round; a peer that sends
+more gets no more digests (each answer costs us a digest of the whole store)."""
 
 
 class Membership(Protocol):
@@ -139,6 +143,7 @@ class PullEngine:
         # Responder side: (requester, nonce) -> expiry, and a FIFO of the same for expiry in O(1).
         self._incoming: dict[tuple[bytes, int], float] = {}
         self._incoming_fifo: deque[tuple[float, tuple[bytes, int]]] = deque()
+        self._incoming_per_peer: dict[bytes, int] = {}
 
     # --- the node interface, in miniature ---------------------------------------------------------
 
@@ -150,6 +155,7 @@ class PullEngine:
         self._round = None
         self._incoming.clear()
         self._incoming_fifo.clear()
+        self._incoming_per_peer.clear()
 
     def next_deadline(self) -> float | None:
         best = self._next_round
@@ -176,6 +182,7 @@ class PullEngine:
             expiry, key = self._incoming_fifo.popleft()
             if self._incoming.get(key) == expiry:
                 del self._incoming[key]
+                self._forget_hello(key[0])
         r = self._round
         if r is not None and r.responses_until is None and now >= r.digests_until:
             effects.extend(self._send_requests(r, now))
@@ -263,7 +270,11 @@ class PullEngine:
             return []
         pending = r.requested.get(update.nonce, set())
         effects: list[Effect] = []
-        for envelope in update.data:
+        # At most the items we asked this peer for can be accepted; decoding more would be work for nothing.
+        excess = len(update.data) - len(pending)
+        if excess > 0:
+            self._reject(msg, now, f"{excess} items beyond the {len(pending)} requested", count=excess)
+        for envelope in update.data[: len(pending)]:
             try:
                 item = wire.open_envelope(envelope)
             except wire.InvalidMessage as exc:
@@ -282,8 +293,15 @@ class PullEngine:
             effects.extend(accepted)
         return effects
 
-    def _reject(self, msg: ReceivedMessage, now: float, reason: str, **fields: object) -> None:
-        self.stats.items_rejected += 1
+    def _forget_hello(self, sender: bytes) -> None:
+        left = self._incoming_per_peer.get(sender, 0) - 1
+        if left > 0:
+            self._incoming_per_peer[sender] = left
+        else:
+            self._incoming_per_peer.pop(sender, None)
+
+    def _reject(self, msg: ReceivedMessage, now: float, reason: str, count: int = 1, **fields: object) -> None:
+        self.stats.items_rejected += count
         self._tracer.event("pull_item_rejected", now, pull=self.name, sender=msg.sender, reason=reason, **fields)
 
     def _unexpected(self, msg: ReceivedMessage, now: float, reason: str) -> None:
@@ -295,6 +313,11 @@ class PullEngine:
     def _on_hello(self, msg: ReceivedMessage, now: float) -> list[Effect]:
         nonce = msg.message.hello.nonce
         key = (msg.sender, nonce)
+        if key not in self._incoming:
+            if self._incoming_per_peer.get(msg.sender, 0) >= MAX_HELLOS_PER_PEER:
+                self._unexpected(msg, now, f"more than {MAX_HELLOS_PER_PEER} hellos within requestWaitTime")
+                return []
+            self._incoming_per_peer[msg.sender] = self._incoming_per_peer.get(msg.sender, 0) + 1
         expiry = now + self.request_wait
         self._incoming[key] = expiry
         self._incoming_fifo.append((expiry, key))
@@ -310,7 +333,7 @@ class PullEngine:
         if (msg.sender, req.nonce) not in self._incoming:
             self._unexpected(msg, now, "request without a recent hello")
             return []
-        items = self._adapter.items_for(list(dict.fromkeys(req.digests)), msg)
+        items = self._adapter.items_for(list(dict.fromkeys(req.digests[:MAX_DIGESTS])), msg)
         if not items:
             return []
         peer = RemotePeer(msg.sender, msg.sender_endpoint)
