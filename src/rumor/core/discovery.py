@@ -176,6 +176,10 @@ class _Dial:
 
 _PENDING_DIAL = frozenset({"due", "handshaking", "requested"})
 
+FIRST_RETRY = 0.5
+"""Seconds before the first retry of an unreachable bootstrap or anchor peer; doubled at each failure up to
+reconnectInterval."""
+
 # Outcome of handling one alive envelope.
 _FRESH, _STALE, _IGNORED, _REJECTED = "fresh", "stale", "ignored", "rejected"
 
@@ -1063,10 +1067,17 @@ class Discovery:
         return self._send_requests([RemotePeer(result.pki_id, dial.endpoint)], [org], now, nonce=dial.nonce)
 
     def _dial_failed(self, dial: _Dial, reason: str, now: float) -> list[Effect]:
-        log_at = log.warning if dial.bootstrap or dial.anchor else log.debug
+        delay = self.config.reconnect_interval
+        if dial.bootstrap or dial.anchor:
+            # Peers of one network start together: the first dials often reach a peer that does not listen
+            # yet. Retrying at once and backing off to reconnectInterval joins them in a second, not 25 s;
+            # only a peer still unreachable at the slow pace is worth a warning.
+            delay = min(delay, FIRST_RETRY * 2 ** max(0, dial.attempts - 1))
+        slow = delay >= self.config.reconnect_interval
+        log_at = log.warning if (dial.bootstrap or dial.anchor) and slow else log.debug
         log_at("could not reach %s peer %s: %s", dial.kind, dial.endpoint, reason)
         dial.state = "due"
-        dial.next_at = now + self.config.reconnect_interval
+        dial.next_at = now + delay
         if dial.attempts >= dial.max_attempts:
             dial.state = "given_up"
             if dial.bootstrap or dial.anchor:
