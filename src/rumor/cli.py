@@ -878,6 +878,48 @@ def block_get(
         print(f"wrote block {wanted} ({len(raw)} bytes) to {output}")
 
 
+@block_app.command("find")
+def block_find(
+    tx: Annotated[str, typer.Option("--tx", help="Transaction ID (as `rumor submit` prints it).")],
+    channel: Annotated[str, typer.Option("--channel", "-C", help="Channel to look in.")],
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="core.yaml of the peer whose ledger to read.")
+    ] = None,
+    network: Annotated[Path | None, typer.Option(help=_NETWORK_HELP)] = None,
+    peer: Annotated[
+        str | None, typer.Option("--peer", "-p", help="With --network: the peer ID (default: the first).")
+    ] = None,
+) -> None:
+    """Find the block that holds a transaction, by the ledger's tx-id index (the peer may be running).
+
+    Prints "tx ID in block N (envelope P)" for each envelope with that ID; exit code 1 when there is none.
+
+    Example: rumor block find --tx 3f2a...9c -C mychannel --network ./rumor-network
+    """
+    from rumor.ops.views import ViewError, ledger_path, read_ledger
+
+    tx_id = tx.strip().lower()
+    if not tx_id or any(c not in "0123456789abcdef" for c in tx_id):
+        fail(f"--tx {tx!r}: a transaction ID is hexadecimal")
+    try:
+        name, path = ledger_path(config, network, peer)
+        ledger = read_ledger(path)
+    except ViewError as exc:
+        fail(str(exc))
+    try:
+        height = ledger.height(channel)
+        if height == 0:
+            fail(f"{name} has no channel {channel} (channels: {', '.join(ledger.channels()) or 'none'})")
+        found = ledger.find_tx(channel, tx_id)
+    finally:
+        ledger.close()
+    if not found:
+        print(f"tx {tx_id} is not in the {height} blocks of channel {channel} at {name}", file=sys.stderr)
+        raise typer.Exit(EXIT_FAILURE)
+    for number, position in found:
+        print(f"tx {tx_id} in block {number} (envelope {position})")
+
+
 @app.command()
 def sim(
     scenario: Annotated[Path | None, typer.Argument(help="Scenario YAML file (see rumor.sim.scenario).")] = None,

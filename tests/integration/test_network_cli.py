@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import time
 from collections.abc import Callable
@@ -143,3 +144,29 @@ async def test_cli_peer_refuses_a_channel_of_other_orgs_and_rejoins_from_its_led
     status = await wait_for(lambda: cluster.status(peer), 10, "status")
     assert status["channels"][layout.channel]["height"] == 1
     await cluster.stop(peer.id, signal.SIGTERM)
+
+
+async def test_submit_wait_then_block_find_by_tx_id(
+    clusters: Callable[[NetworkLayout], Cluster], tmp_path: Path
+) -> None:
+    """Where did my payload go: `rumor submit --wait` names the block, `rumor block find --tx` finds it again in
+    a peer's ledger by its index."""
+    layout = await rumor_network_init(
+        tmp_path / "net", "--orgs", "1", "--peers-per-org", "1", "--base-port", str(free_base_port(1))
+    )
+    cluster = clusters(speed_up(layout))
+    peer = cluster.peers[0]
+    await cluster.start_orderer()
+    await cluster.start_peer(peer)
+    out = await cluster.run("submit", "--network", str(layout.root), "-C", layout.channel, "--wait", "one", "two")
+    placed = dict(re.findall(r"^tx ([0-9a-f]{64}) in block (\d+)$", out, re.M))
+    assert len(placed) == 2, out
+    await cluster.wait_heights([peer], max(int(n) for n in placed.values()) + 1, 30)
+    for tx_id, number in placed.items():
+        found = await cluster.run("block", "find", "--tx", tx_id, "-C", layout.channel, "--network", str(layout.root))
+        assert found.strip().startswith(f"tx {tx_id} in block {number} (envelope "), found
+    missing = cluster.spawn(
+        "find", "block", "find", "--tx", "ab" * 32, "-C", layout.channel, "--network", str(layout.root)
+    )
+    assert await missing.wait_exit(60) == 1
+    assert "is not in the" in missing.stderr()

@@ -249,3 +249,41 @@ def test_on_a_real_full_disk_commits_and_the_probe_fail_and_succeed_once_space_r
             ledger.check()
         finally:
             ledger.close()
+
+
+def _envelope(tx_id: str) -> bytes:
+    from rumor.wire.pb.common import common_pb2
+
+    header = common_pb2.ChannelHeader(type=common_pb2.MESSAGE, channel_id="ch", tx_id=tx_id)
+    payload = common_pb2.Payload(
+        header=common_pb2.Header(channel_header=header.SerializeToString()), data=tx_id.encode()
+    )
+    return common_pb2.Envelope(payload=payload.SerializeToString(), signature=b"s").SerializeToString()
+
+
+def test_transactions_are_found_by_id_including_in_a_ledger_written_before_the_index(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "ledger.db"
+    ledger = Ledger(path)
+    prev = b""
+    for number in range(5):
+        data = [_envelope(f"{number:02x}aa"), b"not an envelope", _envelope(f"{number:02x}bb")]
+        if number == 3:
+            data.append(_envelope("01aa"))  # the same id twice (a resubmitted envelope): both are found
+        block = new_block(number, prev, data)
+        prev = block_header_hash(block.header)
+        ledger.commit("ch", block.SerializeToString())
+    assert ledger.find_tx("ch", "02BB") == [(2, 2)]
+    assert ledger.find_tx("ch", "01aa") == [(1, 0), (3, 3)]
+    assert ledger.find_tx("ch", "ffff") == [] and ledger.find_tx("other", "02bb") == []
+    ledger.close()
+    # As a ledger of an earlier version: no index rows, user_version 0. Opening it builds the index once.
+    db = sqlite3.connect(path)
+    db.execute("DELETE FROM txids")
+    db.execute("PRAGMA user_version = 0")
+    db.commit()
+    db.close()
+    ledger = Ledger(path)
+    assert ledger.find_tx("ch", "04aa") == [(4, 0)]
+    ledger.close()

@@ -49,6 +49,13 @@ CREATE TABLE IF NOT EXISTS blocks (
     block BLOB NOT NULL,
     PRIMARY KEY (channel, number)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS txids (
+    channel TEXT NOT NULL,
+    tx_id TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    position INTEGER NOT NULL,
+    PRIMARY KEY (channel, tx_id, number, position)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS pending (
     channel TEXT NOT NULL,
     seq INTEGER NOT NULL,
@@ -145,6 +152,43 @@ class Ledger:
             raise self._error(exc, "cannot read ledger", f"ledger {self.path} is damaged") from None
         for channel, number, header_hash in rows:
             self._tips[channel] = (number + 1, header_hash)
+        self._index_old_blocks()
+
+    def _index_old_blocks(self) -> None:
+        """Ledgers written before the tx-id index (user_version 0) are indexed once, 500 blocks per transaction."""
+        if self._db.execute("PRAGMA user_version").fetchone()[0] >= _INDEXED_VERSION:
+            return
+        try:
+            for channel in list(self._tips):
+                start = 0
+                while True:
+                    batch = self._db.execute(
+                        "SELECT number, block FROM blocks WHERE channel = ? AND number >= ? ORDER BY number LIMIT 500",
+                        (channel, start),
+                    ).fetchall()
+                    if not batch:
+                        break
+                    rows = [r for number, raw in batch for r in _tx_rows(channel, number, raw)]
+                    self._db.execute("BEGIN IMMEDIATE")
+                    self._db.executemany("INSERT OR IGNORE INTO txids VALUES (?, ?, ?, ?)", rows)
+                    self._db.execute("COMMIT")
+                    start = batch[-1][0] + 1
+            self._db.execute(f"PRAGMA user_version = {_INDEXED_VERSION}")
+        except sqlite3.DatabaseError as exc:
+            self._rollback()
+            self._db.close()
+            raise self._error(exc, "cannot index ledger", f"ledger {self.path}: cannot build the tx-id index") from None
+
+    def find_tx(self, channel: str, tx_id: str) -> list[tuple[int, int]]:
+        """(block number, position in the block) of each envelope of ``channel`` with this transaction ID."""
+        with self._lock:
+            return [
+                (number, position)
+                for number, position in self._db.execute(
+                    "SELECT number, position FROM txids WHERE channel = ? AND tx_id = ? ORDER BY number, position",
+                    (channel, tx_id.lower()),
+                )
+            ]
 
     def close(self) -> None:
         with self._lock:
@@ -238,9 +282,11 @@ class Ledger:
             height, prev_hash = self._tips.get(channel, (0, b""))
             hashes = check_chain(channel, height, prev_hash, blocks)
             rows = [(channel, height + i, h, raw) for i, (h, raw) in enumerate(zip(hashes, blocks, strict=True))]
+            tx_rows = [r for i, raw in enumerate(blocks) for r in _tx_rows(channel, height + i, raw)]
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 self._db.executemany("INSERT INTO blocks VALUES (?, ?, ?, ?)", rows)
+                self._db.executemany("INSERT OR IGNORE INTO txids VALUES (?, ?, ?, ?)", tx_rows)
                 if consumed_through is not None:
                     self._db.execute("DELETE FROM pending WHERE channel = ? AND seq <= ?", (channel, consumed_through))
                 self._db.execute("COMMIT")
@@ -342,6 +388,28 @@ def check_chain(channel: str, height: int, prev_hash: bytes, blocks: Sequence[by
         hashes.append(prev_hash)
         height += 1
     return hashes
+
+
+_INDEXED_VERSION = 1
+"""PRAGMA user_version of a ledger whose txids table covers every block."""
+
+
+def _tx_rows(channel: str, number: int, raw: bytes) -> list[tuple[str, str, int, int]]:
+    """The tx-id index rows of one block: (channel, tx id, block number, position) of each envelope naming one.
+    An envelope whose header does not decode has no row (the block is stored as it is all the same)."""
+    block = common_pb2.Block()
+    block.ParseFromString(raw)
+    rows = []
+    for position, data in enumerate(block.data.data):
+        try:
+            envelope = common_pb2.Envelope.FromString(data)
+            payload = common_pb2.Payload.FromString(envelope.payload)
+            tx_id = common_pb2.ChannelHeader.FromString(payload.header.channel_header).tx_id
+        except Exception:  # protobuf raises DecodeError and, for some inputs, other errors
+            continue
+        if tx_id:
+            rows.append((channel, tx_id.lower(), number, position))
+    return rows
 
 
 def _decode_header(raw: bytes) -> common_pb2.BlockHeader:
