@@ -71,6 +71,7 @@ bench: $(STAMP)
 
 docs: $(STAMP)
 	$(PY) -m rumor.ops.configdoc docs/configuration.md
+	$(PY) -m rumor.ops.configdoc --orderer docs/orderer-configuration.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache

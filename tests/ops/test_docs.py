@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from rumor.config import iter_keys
-from rumor.ops.configdoc import render
+from rumor.ops.configdoc import render, render_orderer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -16,6 +16,12 @@ def test_configuration_reference_is_up_to_date() -> None:
     page = ROOT / "docs" / "configuration.md"
     assert page.is_file(), "docs/configuration.md is missing: run `make docs`"
     assert page.read_text() == render(), "docs/configuration.md is stale: run `make docs` and commit the result"
+
+
+def test_orderer_configuration_reference_is_up_to_date() -> None:
+    page = ROOT / "docs" / "orderer-configuration.md"
+    assert page.is_file(), "docs/orderer-configuration.md is missing: run `make docs`"
+    assert page.read_text() == render_orderer(), "docs/orderer-configuration.md is stale: run `make docs`"
 
 
 def test_configuration_reference_lists_every_key_with_default_and_doc() -> None:

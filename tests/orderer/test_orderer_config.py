@@ -136,3 +136,20 @@ def test_validate_a_config_built_in_code() -> None:
     bad = dataclasses.replace(OrdererConfig(), channels=("a", 3))  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="Channels"):
         validate_orderer_config(bad)
+
+
+def test_fabric_split_listen_address_and_port(tmp_path: Path) -> None:
+    """A Fabric orderer.yaml gives ListenAddress: 0.0.0.0 and ListenPort: 7050; rumor took only host:port and
+    answered 'General.ListenPort: unknown key'."""
+    path = tmp_path / "orderer.yaml"
+    path.write_text("General:\n  ListenAddress: 127.0.0.1\n  ListenPort: 27150\n  LocalMSPID: OrdererMSP\n")
+    config = load_orderer_config(path, env={})
+    assert config.general.listen_address == "127.0.0.1:27150"
+    again = tmp_path / "again.yaml"
+    again.write_text(orderer_config_to_yaml(config))
+    assert load_orderer_config(again, env={}) == config
+    env = {"ORDERER_GENERAL_LISTENADDRESS": "0.0.0.0", "ORDERER_GENERAL_LISTENPORT": "7050"}
+    assert load_orderer_config(None, env=env).general.listen_address == "0.0.0.0:7050"
+    path.write_text("General:\n  ListenAddress: 127.0.0.1:7050\n  ListenPort: 7051\n")
+    with pytest.raises(ConfigError, match="already names a port"):
+        load_orderer_config(path, env={})

@@ -3,7 +3,7 @@
 ::
 
     General:
-      ListenAddress: 0.0.0.0:7050          # host:port (Fabric splits it into ListenAddress and ListenPort)
+      ListenAddress: 0.0.0.0:7050          # host:port, or Fabric's form: a bare host and ListenPort: 7050
       LocalMSPDir: msp                     # the orderer's own MSP directory (signcerts, keystore, cacerts)
       LocalMSPID: OrdererMSP
       MaxRecvMsgSize: 104857600
@@ -107,6 +107,12 @@ class GeneralConfig:
         "127.0.0.1:7050",
         "Address the AtomicBroadcast server listens on (host:port; port 0 picks a free port).",
         check=_check_listen_address,
+    )
+    listen_port: int = setting(
+        "ListenPort",
+        0,
+        "Fabric's key: the port to listen on, ListenAddress then being a bare host. 0: ListenAddress holds the "
+        "port (rumor's way).",
     )
     local_msp_dir: str = setting(
         "LocalMSPDir", "msp", "The orderer's MSP directory: signcerts, keystore, cacerts.", path=True
@@ -256,6 +262,7 @@ def load_orderer_config(
         values[leaf] = _parse(leaf, environment[name], f"{leaf.path} (from {name})")
 
     by_attrs = {leaf.attrs: value for leaf, value in values.items()}
+    _join_listen_port(by_attrs)
     if base is not None:
         for leaf in _leaves():
             if leaf.meta["path"]:
@@ -263,6 +270,24 @@ def load_orderer_config(
     config: OrdererConfig = _build(OrdererConfig, (), by_attrs)
     validate_orderer_config(config)
     return config
+
+
+def _join_listen_port(by_attrs: dict[tuple[str, ...], Any]) -> None:
+    """Fabric's orderer.yaml splits the address: ListenAddress 0.0.0.0 and ListenPort 7050. rumor keeps one
+    host:port; a file (or ORDERER_GENERAL_LISTENPORT) in Fabric's form is joined here."""
+    port = by_attrs.pop(("general", "listen_port"), 0)
+    if not port:
+        return
+    if not 0 < port <= 65535:
+        raise ConfigError(f"General.ListenPort: {port} is not a port (expected 1-65535)", key="General.ListenPort")
+    host = by_attrs.get(("general", "listen_address"), "0.0.0.0")
+    if _check_listen_address(host) is None:
+        raise ConfigError(
+            f"General.ListenPort: {port} given, but General.ListenAddress {host!r} already names a port "
+            "(give ListenAddress as host:port, or a bare host with ListenPort)",
+            key="General.ListenPort",
+        )
+    by_attrs[("general", "listen_address")] = f"{host}:{port}"
 
 
 def _get(config: OrdererConfig, attrs: tuple[str, ...]) -> Any:
