@@ -49,7 +49,7 @@ proto: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/rumor network up $(DEMO_ARGS)
 
-# The figures of BENCHMARKS.md (about 35 min on 2 cores, plus about 10 for figures 5-8): the simulator's sim-100
+# The figures 1-9 defined in bench/results/README.md (about 35 min on 2 cores, plus about 10 for figures 5-8): the simulator's sim-100
 # and sim-1000 in both dissemination modes (figures 1-4); real peer processes on loopback, N = 8 and 16, 10 KB /
 # 100 KB / 1 MB, both modes, interleaved with py-libp2p gossipsub (figures 1-4 and the comparison; libp2p goes into
 # bench/.venv-libp2p); on loopback too, crash detection and false dead verdicts under CPU stress, join convergence

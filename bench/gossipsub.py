@@ -10,7 +10,7 @@ with the ordinary pip client. For each N and size the systems run one after the 
 gossipsub: node 0 publishes --messages messages of the size at --rate per second (paced: py-libp2p's
 publish() never blocks and drops silently past 32 queued messages per peer); every node subscribes to the
 topic. Each node dials every earlier node; the mesh settles for 3 heartbeats before the first message. Its
-settings are BENCHMARKS.md's (see bench/gossipsub_node.py). Time zero is the publish call.
+settings are those bench/results/README.md names (see bench/gossipsub_node.py). Time zero is the publish call.
 rumor: as bench/loopback.py (2 orgs, TLS on, one block per message; time zero is the first peer holding it).
 
 Figures per run: delivered fraction, time until all nodes hold a message (p50/p99 over messages, over the

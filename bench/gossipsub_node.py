@@ -7,9 +7,9 @@ received {"ev": "recv", "seq": N, "t": T} (time.time()), {"ev": "published", "se
 publisher, and at the end {"ev": "done", "cpu_s": S, "stdout_bytes": B}. stdin: {"connect": [MULTIADDR...]},
 then {"publish": COUNT, "size": BYTES, "rate": PER_S} (the publisher only), then {"stop": true}.
 
-Settings as BENCHMARKS.md asks: go-libp2p's mesh degrees D=6, D_lo=4, D_hi=12, heartbeat 1 s, /meshsub/1.1.0,
-signing on; spam protection, adaptive gossip and eclipse protection off (they are not gossipsub and distort
-a loopback benchmark).
+Settings as bench/results/README.md states them: go-libp2p's mesh degrees D=6, D_lo=4, D_hi=12, heartbeat 1 s,
+/meshsub/1.1.0, signing on; spam protection, adaptive gossip and eclipse protection off (they are not gossipsub and
+distort a loopback benchmark).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ The template is Markdown with directives in double braces:
     {{include_text NAME}}  the file NAME of the results directory as it is, inside a ```text fence (for plain
                         text such as profile-peer.txt of bench/profile_peer.py)
     {{comm_table}}      figure 9 from comm.json: envelope size, transport, messages/s, MB/s, against raw TCP
-    {{bounds_table}}    the bounds of BENCHMARKS.md beside the figures of sim-100.json, sim-1000.json and
+    {{bounds_table}}    the bounds of the figures ("The figures" of the page) beside sim-100.json, sim-1000.json and
                         loopback.json, one row per bound, scenario and mode ({{bounds_table A.json B.json}}:
                         other files)
     {{profile}}         the first 40 lines of profile-sim.txt (bench/profile_sim.py --out ...), fenced;
@@ -398,9 +398,8 @@ def _inputs_line(ctx: _Context, files: Sequence[str], runs: Sequence[_Run]) -> s
             f"seed {', '.join(seeds)})"
         )
     return (
-        "*the bounds of BENCHMARKS.md beside the figures measured; measured / bound to 2 decimals; inputs: "
-        + "; ".join(parts)
-        + "*"
+        "*each bound of the figures (see The figures) beside what was measured; measured / bound to 2 decimals; "
+        "inputs: " + "; ".join(parts) + "*"
     )
 
 
@@ -418,7 +417,7 @@ def bounds_markdown(ctx: _Context, files: Sequence[str]) -> str:
         out += [
             _inputs_line(ctx, files, runs),
             "",
-            "| bound (BENCHMARKS.md) | scenario | mode | bound | measured | measured / bound |",
+            "| which bound | scenario | mode | bound | measured | measured / bound |",
             "|---|---|---|---|---|---|",
             *rows,
         ]

@@ -22,7 +22,7 @@ from rumor.config import (
     validate,
 )
 
-# The "Defaults" section of protocol.md, as written there; every key must match.
+# Fabric's defaults of peer.gossip (the "Fabric" column of docs/protocol.md, "Defaults"); every key must match.
 PROTOCOL_DEFAULTS = """
 bootstrap 127.0.0.1:7051 · endpoint "" · externalEndpoint "" · useLeaderElection false · orgLeader true ·
 membershipTrackerInterval 5s · maxBlockCountToStore 10 · maxPropagationBurstLatency 10ms ·

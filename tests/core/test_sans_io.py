@@ -1,4 +1,4 @@
-"""The protocol core does no I/O, reads no clock and draws no module-level randomness (DESIGN.md).
+"""The protocol core does no I/O, reads no clock and draws no module-level randomness (docs/architecture.md).
 
 Checked on the source itself, so a change that slips an ``await`` or a ``time.time()`` into
 ``rumor.core`` fails here rather than in a flaky simulation.

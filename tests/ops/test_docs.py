@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
-from rumor.config import iter_keys
+from rumor.config import iter_keys, parse_duration
 from rumor.ops.configdoc import render, render_orderer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,3 +80,98 @@ def test_multi_host_genesis_recipes_run(tmp_path: Path) -> None:
         "Org2MSP": ["peer0.org2.example.com:7051"],
     }
     assert config.orderer_endpoints == ["orderer.example.com:7050"] and config.batch.batch_timeout == 0.5
+
+
+# --------------------------------------------------------------------------------------------------
+# Pages that must be self-contained: every link and every ../ path they name lies inside the repository.
+
+SELF_CONTAINED = ("README.md", "docs/*.md", "bench/results/README.md")
+LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)|^\s*\[[^\]]+\]:\s*(\S+)", re.MULTILINE)
+PARENT_PATH = re.compile(r"(?<![\w./])(?:\.\./)+[\w.\-/]*")
+FENCE = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
+
+
+def _slug(heading: str) -> str:
+    """The anchor GitHub gives a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"[`*_]|\[([^\]]*)\]\([^)]*\)", r"\1", heading.strip().lower())
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def _anchors(page: Path) -> set[str]:
+    text = FENCE.sub("", page.read_text())
+    return {_slug(m.group(1)) for m in re.finditer(r"^#{1,6}\s+(.+?)\s*#*$", text, re.MULTILINE)}
+
+
+def outside_links(page: Path, root: Path = ROOT) -> list[str]:
+    """What ``page`` links or names that is not in the repository: one line per problem."""
+    text = page.read_text()
+    prose = FENCE.sub("", text)
+    name = page.relative_to(root)
+    problems: list[str] = []
+    if "../shared" in text:
+        problems.append(f"{name}: names ../shared, which a clone does not have")
+    for match in LINK.finditer(prose):
+        target = match.group(1) or match.group(2)
+        if re.match(r"[a-z][a-z0-9+.-]*:", target, re.IGNORECASE):  # http:, https:, mailto:
+            continue
+        path_part, _, fragment = target.partition("#")
+        if path_part.startswith("/"):
+            problems.append(f"{name}: absolute link {target}")
+            continue
+        resolved = (page.parent / path_part).resolve() if path_part else page.resolve()
+        if not resolved.is_relative_to(root.resolve()):
+            problems.append(f"{name}: link {target} leads outside the repository")
+        elif not resolved.exists():
+            problems.append(f"{name}: link {target}: no such file in the repository")
+        elif fragment and resolved.suffix == ".md" and fragment not in _anchors(resolved):
+            problems.append(f"{name}: link {target}: {resolved.name} has no heading #{fragment}")
+    for match in PARENT_PATH.finditer(text):
+        resolved = (page.parent / match.group(0)).resolve()
+        if not resolved.is_relative_to(root.resolve()) or not resolved.exists():
+            problems.append(f"{name}: names {match.group(0)}, which is not in the repository")
+    return problems
+
+
+def test_docs_link_only_inside_the_repository() -> None:
+    pages = sorted({p for pattern in SELF_CONTAINED for p in ROOT.glob(pattern)})
+    assert ROOT / "docs" / "architecture.md" in pages and ROOT / "docs" / "protocol.md" in pages
+    problems = [problem for page in pages for problem in outside_links(page)]
+    assert not problems, "\n".join(problems)
+
+
+def test_the_link_check_finds_outside_and_missing_targets(tmp_path: Path) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "there.md").write_text("# There\n\n## A section\n")
+    page = tmp_path / "README.md"
+    page.write_text(
+        "[ok](docs/there.md#a-section) [web](https://example.org/x) [self](#top)\n\n# Top\n\n"
+        "[design](../shared/DESIGN.md) and `../shared/protocol.md`\n"
+        "[gone](docs/missing.md) [up](../elsewhere.md) [abs](/etc/passwd) [anchor](docs/there.md#nowhere)\n"
+    )
+    problems = outside_links(page, tmp_path)
+    assert any("names ../shared" in p for p in problems)
+    assert any("../shared/DESIGN.md leads outside" in p for p in problems)
+    assert any("docs/missing.md: no such file" in p for p in problems)
+    assert any("../elsewhere.md leads outside" in p for p in problems)
+    assert any("absolute link /etc/passwd" in p for p in problems)
+    assert any("has no heading #nowhere" in p for p in problems)
+    assert not any("there.md#a-section" in p or "example.org" in p or "#top" in p for p in problems)
+
+
+def test_protocol_page_defaults_are_the_schema_defaults() -> None:
+    """The "rumor" column of docs/protocol.md's defaults table is what src/rumor/config.py says, for every key."""
+    page = (ROOT / "docs" / "protocol.md").read_text()
+    section = page.split("\n## Defaults\n", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `([\w.]+)` \| ([^|]+) \| ([^|]+) \|", section, re.MULTILINE)
+    stated = {f"peer.gossip.{key}": rumor.strip() for key, _fabric, rumor in rows}
+    keys = {k.path: k for k in iter_keys() if k.path.startswith("peer.gossip.")}
+    missing, unknown = sorted(set(keys) - set(stated)), sorted(set(stated) - set(keys))
+    assert not missing and not unknown, f"missing: {missing}; unknown: {unknown}"
+    for path, value in stated.items():
+        key = keys[path]
+        if value == "(empty)":
+            assert key.default in ("", ()), path
+        elif key.kind == "duration":
+            assert parse_duration(value) == key.default, path
+        else:
+            assert value == key.default_text, path

@@ -75,7 +75,7 @@ def test_identity_and_block_bytes() -> None:
     assert block.SerializeToString(deterministic=True) == lfield(1, header) + lfield(2, data) + lfield(3, meta)
 
 
-# protocol.md, "Messages": the content field numbers of GossipMessage.
+# docs/protocol.md, "Envelopes and messages": the content field numbers of GossipMessage.
 CONTENT_FIELDS = {
     "alive_msg": 5,
     "mem_req": 6,
@@ -100,7 +100,7 @@ CONTENT_FIELDS = {
     "private_data": 25,
 }
 
-# protocol.md: every other message, field name -> number.
+# docs/protocol.md: every other message, field name -> number.
 MESSAGE_FIELDS = {
     "Envelope": {"payload": 1, "signature": 2, "secret_envelope": 3},
     "AliveMessage": {"membership": 1, "timestamp": 2, "identity": 4},

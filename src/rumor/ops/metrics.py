@@ -15,7 +15,7 @@ NAMESPACE = "gossip"
 
 
 class PeerMetrics:
-    """The metrics of protocol.md, plus a few of rumor's own, in one registry."""
+    """The metrics of docs/protocol.md ("Metrics"), plus a few of rumor's own, in one registry."""
 
     def __init__(self) -> None:
         self.refresh: Callable[[], None] | None = None

@@ -1,7 +1,7 @@
 """Show the figures of simulation runs: a table (text or Markdown), a JSON object, PNG plots.
 
-Several runs of one scenario (one per dissemination mode) go side by side, with the bounds of
-BENCHMARKS.md beside them: telephone-model broadcast ⌈log2 N⌉ rounds, store-and-forward time
+Several runs of one scenario (one per dissemination mode) go side by side, with the bounds of the figures
+(bench/results/README.md, "The figures") beside them: telephone-model broadcast ⌈log2 N⌉ rounds, store-and-forward time
 ⌈log2 N⌉ × (latency + size / bandwidth), push-only random gossip log2 N + ln N rounds, amplification ≥ 1.
 """
 
@@ -16,7 +16,10 @@ from typing import Any
 from rumor.sim.runner import SimResult, percentile
 from rumor.sim.scenario import format_size
 
-__all__ = ["plot", "rows", "table_markdown", "table_text", "to_json", "write_json"]
+__all__ = ["FIGURES_DOC", "plot", "rows", "table_markdown", "table_text", "to_json", "write_json"]
+
+FIGURES_DOC = 'bench/results/README.md, section "The figures"'
+"""Where the repository defines the numbered figures, what each measures and the bound beside it."""
 
 
 def _s(x: float | None) -> str:
@@ -99,6 +102,8 @@ def table_text(results: Sequence[SimResult]) -> str:
     for name, values, bound in lines:
         cells = "  ".join(v.rjust(w) for v, w in zip(values, widths, strict=True))
         out.append(f"{name.ljust(width0)}  {cells}  {bound}".rstrip())
+    out.append("")
+    out.append(f"figures 1-4 and their bounds are defined in {FIGURES_DOC}")
     return "\n".join(out)
 
 

@@ -1,4 +1,4 @@
-"""Run a scenario on the simulator and measure figures 1-4 of BENCHMARKS.md.
+"""Run a scenario on the simulator and measure figures 1-4 (defined in bench/results/README.md, "The figures").
 
     build a Cluster (one channel, peer0 of each org its static leader, the others followers)
     warm up until every peer knows every other one alive and in the channel (or for ``warmup``)

@@ -367,7 +367,8 @@ PRESETS: dict[str, Scenario] = {
     "sim-100": Scenario(name="sim-100", peers=100, block_interval=0.5),
     "sim-1000": Scenario(name="sim-1000", peers=1000, block_interval=0.5, gossip=SIM_1000_MEMBERSHIP),
 }
-"""The scenarios of BENCHMARKS.md: one org, 100 blocks of 100 KB (one every 0.5 s), 25 ms ± 10 %, 100 Mbit/s."""
+"""The benchmark scenarios (bench/results/README.md): one org, 100 blocks of 100 KB (one every 0.5 s), 25 ms ± 10 %,
+100 Mbit/s."""
 
 
 def load_scenario(path: Path) -> Scenario:
