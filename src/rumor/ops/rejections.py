@@ -2,9 +2,9 @@
 
 The core refuses many messages quietly (a forged alive message, a block of another channel, an unsolicited
 response, forged leadership...) and reports each as a tracer event. Here each such event is counted
-(``gossip_messages_rejected_total{reason}`` on /metrics) and logged at most once per minute per (peer, reason): the first one
-at WARNING with its reason, then nothing until the minute is over, when the next one says how many were
-suppressed meanwhile. The table of last log times is bounded (``MAX_TRACKED`` pairs, oldest dropped first), so a
+(``gossip_messages_rejected_total{reason}`` on /metrics) and logged at most once per minute per (peer, reason):
+the first one at WARNING with its reason, then nothing until the minute is over, when the next one says how many
+were suppressed meanwhile. The table of last log times is bounded (``MAX_TRACKED`` pairs, oldest dropped first), so a
 peer cannot grow it by changing PKI-IDs.
 """
 
