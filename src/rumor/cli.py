@@ -570,9 +570,12 @@ async def _run_peer(config: Any, blocks: list[bytes]) -> None:
 
 @network_app.command("init")
 def network_init(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write the network to (empty or absent).")],
+    out: Annotated[
+        Path,
+        typer.Option("--dir", "-d", "--out", "-o", help="Directory to write the network to (empty or absent)."),
+    ],
     orgs: Annotated[int, typer.Option(help="Peer organizations.", min=1)] = 2,
-    peers_per_org: Annotated[int, typer.Option(help="Peers in each organization.", min=1)] = 3,
+    peers_per_org: Annotated[int, typer.Option(help="Peers in each organization.", min=1)] = 4,
     channel: Annotated[str, typer.Option(help="Name of the channel every org joins.")] = "mychannel",
     base_port: Annotated[
         int, typer.Option(help="Orderer port; peer k gossips on base+1+k and serves operations on base+101+k.")
@@ -581,7 +584,7 @@ def network_init(
 ) -> None:
     """Write crypto material, orderer.yaml, one core.yaml per peer and the channel's genesis block.
 
-    Example: rumor network init --orgs 2 --peers-per-org 3 --channel mychannel --out ./net --base-port 7050
+    Example: rumor network init --orgs 2 --peers-per-org 4 --channel mychannel --dir ./net --base-port 7050
     """
     from rumor.crypto.api import CryptoError
     from rumor.network import NetworkInitError, init_network
@@ -602,6 +605,103 @@ def network_init(
         table.add_row(peer.id, peer.org, peer.endpoint, peer.operations, str(peer.config.relative_to(layout.root)))
     Console().print(table)
     print(f"channel {layout.channel}: genesis block {layout.genesis.relative_to(layout.root)}")
+
+
+@network_app.command("status")
+def network_status(
+    directory: Annotated[Path, typer.Option("--dir", "-d", help="Network directory.")] = Path("rumor-network"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per node instead.")] = False,
+) -> None:
+    """Which processes of a network directory run (whoever started them), with each peer's heights and leaders.
+
+    Exit code 0 when every node runs, 1 otherwise.
+
+    Example: rumor network status --dir ./rumor-network
+    """
+    from rumor.netctl import node_states
+    from rumor.network import NetworkInitError, load_layout
+
+    try:
+        layout = load_layout(directory)
+    except NetworkInitError as exc:
+        fail(str(exc))
+    states = node_states(layout)
+    peers = {p.id: p for p in layout.peers}
+    rows: list[dict[str, Any]] = []
+    for state in states:
+        if state.kind == "network up" and not state.running:
+            continue
+        peer = peers.get(state.name)
+        row: dict[str, Any] = {
+            "node": state.name,
+            "kind": state.kind,
+            "org": peer.org if peer is not None else ("OrdererMSP" if state.kind == "orderer" else ""),
+            "state": "running" if state.running else "stopped",
+            "pid": state.pid,
+            "endpoint": peer.endpoint
+            if peer is not None
+            else (layout.orderer_endpoint if state.kind == "orderer" else ""),
+            "height": None,
+            "leader": None,
+        }
+        if peer is not None and state.running:
+            status = _fetch_status(peer.operations)
+            channel = (status or {}).get("channels", {}).get(layout.channel, {})
+            row["state"] = "running" if status else "not answering"
+            row["height"], row["leader"] = channel.get("height"), channel.get("leader")
+        rows.append(row)
+    if as_json:
+        for row in rows:
+            print(json.dumps(row))
+    else:
+        table = Table(title=f"rumor network in {layout.root} (channel {layout.channel})")
+        for column in ("node", "org", "state", "process", "endpoint", "height", "leader"):
+            table.add_column(column)
+        for row in rows:
+            height = "" if row["height"] is None else str(row["height"])
+            table.add_row(
+                row["node"], row["org"], row["state"], str(row["pid"] or ""), row["endpoint"], height,
+                "yes" if row["leader"] else "",
+            )  # fmt: skip
+        Console().print(table)
+    nodes = [s for s in states if s.kind != "network up"]
+    if not all(s.running for s in nodes):
+        raise typer.Exit(EXIT_FAILURE)
+
+
+def _fetch_status(operations: str) -> dict[str, Any] | None:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://{operations}/api/status", timeout=3) as response:
+            return json.loads(response.read())  # type: ignore[no-any-return]
+    except (OSError, ValueError):
+        return None
+
+
+@network_app.command("down")
+def network_down(
+    directory: Annotated[Path, typer.Option("--dir", "-d", help="Network directory.")] = Path("rumor-network"),
+    timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for each to stop before SIGKILL.")] = 30,
+) -> None:
+    """Stop every process of a network directory: `network up` if it runs the network (it stops the rest in
+    order), else each peer and the orderer. Ledgers stay; `rumor network up --dir DIR` resumes them.
+
+    Example: rumor network down --dir ./rumor-network
+    """
+    from rumor.netctl import stop_network
+    from rumor.network import NetworkInitError, load_layout
+
+    try:
+        layout = load_layout(directory)
+    except NetworkInitError as exc:
+        fail(str(exc))
+    try:
+        states = stop_network(layout, timeout=timeout)
+    except TimeoutError as exc:
+        fail(str(exc), EXIT_FAILURE)
+    stopped = [s.name for s in states if s.running and s.kind != "network up"]
+    print(f"stopped {len(stopped)} node(s) of {layout.root}" + (f": {', '.join(stopped)}" if stopped else ""))
 
 
 @network_app.command("up")
@@ -980,6 +1080,11 @@ def _count(n: int, noun: str) -> str:
 
 def main() -> None:
     """Entry point of the ``rumor`` console script."""
+    parent = os.environ.pop("_RUMOR_DIE_WITH_PARENT", None)
+    if parent is not None and parent.isdigit():
+        from rumor.netup import die_with_parent
+
+        die_with_parent(int(parent))
     # Not app(): in standalone mode click prints usage errors as a multi-line panel, and we want one line.
     command = typer.main.get_command(app)
     try:

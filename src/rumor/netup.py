@@ -42,6 +42,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from rumor.config import ConfigError, load_config
+from rumor.lockfile import DirectoryLock, DirectoryLocked
+from rumor.netctl import NETWORK_UP_LOCK
 from rumor.network import MANIFEST, NetworkInitError, NetworkLayout, init_network, load_layout
 from rumor.ops.dashboard import ControlError, Dashboard
 
@@ -108,10 +110,19 @@ def die_with_parent(parent_pid: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+PARENT_ENV = "_RUMOR_DIE_WITH_PARENT"
+"""Set in a child's environment to network up's PID: the child's ``rumor`` main calls die_with_parent with it.
+(Not RUMOR_*: those name configuration keys.)"""
+
+
 def rumor_command() -> list[str]:
-    """How to run the ``rumor`` CLI of this very installation (the interpreter running us), as our child."""
-    bootstrap = f"from rumor.netup import die_with_parent; die_with_parent({os.getpid()}); "
-    return [sys.executable, "-c", bootstrap + "from rumor.cli import main; main()"]
+    """How to run the ``rumor`` CLI of this very installation (the interpreter running us), as our child.
+    ``python -m rumor peer start ...``, so that ps shows which node each child is."""
+    return [sys.executable, "-m", "rumor"]
+
+
+def child_environment(base: Mapping[str, str]) -> dict[str, str]:
+    return {**base, PARENT_ENV: str(os.getpid())}
 
 
 def tail(path: Path, lines: int = LOG_TAIL, start: int = 0) -> list[str]:
@@ -172,7 +183,7 @@ class Child:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
             log_file.write(f"--- rumor network up: starting {self.name} at {stamp} ---\n".encode())
             log_file.flush()
-            env = dict(os.environ)
+            env = child_environment(os.environ)
             env.setdefault("GRPC_VERBOSITY", "NONE")
             env.setdefault("PYTHONUNBUFFERED", "1")
             self.state = "starting"
@@ -662,6 +673,12 @@ class NetworkUp:
         options = self.options
         self.plan = plan = prepare_network(options, self.say)
         layout = plan.layout
+        # `rumor network down` and `network status` find this process by the lock's PID.
+        self._dir_lock = DirectoryLock(layout.root, "rumor network up", name=NETWORK_UP_LOCK)
+        try:
+            self._dir_lock.acquire()
+        except DirectoryLocked as exc:
+            raise NetUpError(str(exc)) from None
         timeout = aiohttp.ClientTimeout(total=max(1.0, options.poll_interval * 2))
         self._session = aiohttp.ClientSession(timeout=timeout)
         try:
@@ -925,6 +942,14 @@ class NetworkUp:
         return table
 
     async def _shutdown(self) -> None:
+        try:
+            await self._shutdown_children()
+        finally:
+            lock = getattr(self, "_dir_lock", None)
+            if lock is not None:
+                lock.release()
+
+    async def _shutdown_children(self) -> None:
         if self.load is not None:
             self.load.set_paused(True)
         for task in self._tasks:
