@@ -920,6 +920,66 @@ def channel_list(
     render_channels(_status_of(peer, network), Console())
 
 
+@channel_app.command("join")
+def channel_join(
+    block: Annotated[Path, typer.Option("--block", "-b", help="The channel's genesis block.")],
+    peer: Annotated[str | None, typer.Option("--peer", "-p", help=_PEER_HELP)] = None,
+    network: Annotated[Path | None, typer.Option(help=_NETWORK_HELP)] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(help="The peer's operations.adminToken (default: read from its core.yaml with --network)."),
+    ] = None,
+) -> None:
+    """Have a running peer join a channel, through the admin call POST /channels of its operations endpoint.
+
+    The block is checked here first (it must be a genesis block); the peer then checks that its org is a member
+    and its certificate valid in the channel, and stores the block; it rejoins the channel at every start.
+
+    Example: rumor channel join -b ./channels/otherchannel.block --network ./rumor-network --peer peer0.org1
+    """
+    import urllib.error
+    import urllib.request
+
+    from rumor.channelconfig import ChannelConfigError, read_genesis
+    from rumor.ops.views import ViewError, resolve_targets
+
+    try:
+        raw = block.read_bytes()
+    except OSError as exc:
+        fail(f"--block {block}: {exc.strerror or exc}")
+    try:
+        read_genesis(raw)
+    except ChannelConfigError as exc:
+        fail(f"--block {block}: {exc}")
+    try:
+        target = resolve_targets(peer, network)[0]
+    except ViewError as exc:
+        fail(str(exc))
+    if token is None and target.config is not None:
+        try:
+            token = load_config(target.config, env={}).operations.admin_token
+        except ConfigError as exc:
+            fail(str(exc))
+    request = urllib.request.Request(
+        f"http://{target.operations}/channels",
+        data=raw,
+        method="POST",
+        headers={"Content-Type": "application/octet-stream", **({"Authorization": f"Bearer {token}"} if token else {})},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            answer = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            why = json.loads(exc.read()).get("error", exc.reason)
+        except ValueError:
+            why = exc.reason
+        fail(f"{target.name}: {why}", EXIT_FAILURE)
+    except (urllib.error.URLError, OSError) as exc:
+        fail(f"cannot reach {target.name}'s operations endpoint at {target.operations}: {exc}", EXIT_FAILURE)
+    print(f"{target.name} joined channel {answer['channel']}")
+
+
 @block_app.command("get")
 def block_get(
     number: Annotated[str, typer.Argument(help="Block number, or 'last' (newest), or 'first'.")],

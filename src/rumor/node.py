@@ -308,6 +308,7 @@ class Peer:
                 ssl_context=ssl_context,
                 admin_token=ops.admin_token,
                 admin_check=self._admin_problem,
+                join_channel=self.join_channel,
             )
             self.metrics.refresh = self._refresh_metrics
             try:

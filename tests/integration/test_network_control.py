@@ -99,3 +99,38 @@ def _parent(pid: int) -> int | None:
 
 
 assert sys.platform.startswith("linux")
+
+
+async def test_channel_join_on_a_running_peer(clusters: Callable[[NetworkLayout], Cluster], tmp_path: Path) -> None:
+    """`rumor channel join` is an admin call: the running peer joins a second channel, keeps it across a restart;
+    a wrong token and a file that is not a genesis block are refused with why."""
+    layout = make_network(tmp_path / "net", orgs=1, peers_per_org=1)
+    cluster = clusters(layout)
+    peer = layout.peers[0]
+    await cluster.start_peer(peer)
+    crypto = layout.root / "crypto"
+    block = tmp_path / "second.block"
+    org_msp = crypto / "peerOrganizations" / "org1.example.com" / "msp"
+    orderer_msp = crypto / "ordererOrganizations" / "example.com" / "msp"
+    created = rumor(
+        "channel", "create", "-C", "second", "-o", str(block), "--org", f"Org1MSP={org_msp}@{peer.endpoint}",
+        "--orderer-org", f"OrdererMSP={orderer_msp}@{layout.orderer_endpoint}",
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+
+    wrong = rumor("channel", "join", "-b", str(block), "--peer", peer.operations, "--token", "not-the-token")
+    assert wrong.returncode == 1 and "wrong admin token" in wrong.stderr, wrong.stderr
+    junk = tmp_path / "junk.block"
+    junk.write_bytes(b"\x00\x01 not a block")
+    refused = rumor("channel", "join", "-b", str(junk), "--network", str(layout.root))
+    assert refused.returncode == 2 and f"--block {junk}: not a" in refused.stderr, refused.stderr
+
+    joined = rumor("channel", "join", "-b", str(block), "--network", str(layout.root), "--peer", peer.id)
+    assert joined.returncode == 0, joined.stderr
+    assert joined.stdout.strip() == f"{peer.id} joined channel second"
+    status = await cluster.status(peer)
+    assert status is not None and set(status["channels"]) == {layout.channel, "second"}
+    await cluster.stop(peer.id)
+    await cluster.start_peer(peer, join=[])
+    status = await wait_for(lambda: cluster.status(peer), 10, "status after restart")
+    assert set(status["channels"]) == {layout.channel, "second"}

@@ -6,6 +6,8 @@
     GET  /logspec     the current log specification
     PUT  /logspec     {"spec": "debug"} or {"spec": "rumor.comm=debug:info"} changes log levels at run time
                       (an admin call, see below)
+    POST /channels    body: a channel's genesis block (raw bytes); the peer joins it (an admin call;
+                      ``rumor channel join``). 200 {"channel": name}, 400 {"error": why}
     GET  /            the live dashboard of this peer's view (membership graph, heights, traffic, events),
                       fed over the WebSocket GET /ws; GET /api/dashboard is one snapshot of it as JSON
 
@@ -37,6 +39,8 @@ StatusProvider = Callable[[], Mapping[str, Any]]
 AdminCheck = Callable[[bytes], str | None]
 """Given a client certificate (DER), None when it belongs to an admin, else why not."""
 MAX_BODY = 64 * 1024
+MAX_BLOCK_BODY = 16 * 1024 * 1024
+"""Largest genesis block POST /channels reads (bytes); a config block holding many orgs' certificates is ~100 KB."""
 log = logging.getLogger("rumor.ops")
 HealthCheck = Callable[[], Awaitable[str | None] | str | None]
 """A named check returns None when healthy, else the reason."""
@@ -106,10 +110,12 @@ class OperationsServer:
         admin_token: str = "",
         admin_check: AdminCheck | None = None,
         max_body: int = MAX_BODY,
+        join_channel: Callable[[bytes], Awaitable[str]] | None = None,
     ) -> None:
         self.ssl_context = ssl_context
         self.admin_token = admin_token
         self.admin_check = admin_check
+        self.join_channel = join_channel
         host, _, port = listen_address.rpartition(":")
         self.host = host or "127.0.0.1"
         self.requested_port = int(port)
@@ -126,6 +132,7 @@ class OperationsServer:
                 web.get("/api/status", self._status),
                 web.get("/logspec", self._get_logspec),
                 web.put("/logspec", self._put_logspec),
+                web.post("/channels", self._post_channel),
             ]
         )
         self.dashboard: Dashboard | None = None
@@ -212,6 +219,24 @@ class OperationsServer:
             how.append("Authorization: Bearer <operations.adminToken>")
         wanted = " or ".join(how) or "operations.adminToken set in the peer's configuration (or operations.tls)"
         return web.json_response({"error": f"admin call: needs {wanted}"}, status=401)
+
+    async def _post_channel(self, request: web.Request) -> web.Response:
+        """Join the channel whose genesis block is the body (raw ``common.Block`` bytes): an admin call."""
+        refused = self._refuse_non_admin(request)
+        if refused is not None:
+            return refused
+        if self.join_channel is None:
+            return web.json_response({"error": "this server joins no channels"}, status=404)
+        # Read from the stream ourselves: a genesis block may exceed the JSON bodies' limit, not this one.
+        block = await request.content.read(MAX_BLOCK_BODY + 1)
+        if len(block) > MAX_BLOCK_BODY:
+            return web.json_response({"error": f"a genesis block is at most {MAX_BLOCK_BODY} bytes"}, status=413)
+        try:
+            channel = await self.join_channel(block)
+        except Exception as exc:  # the peer's refusal (PeerError) or any other: the caller gets why
+            return web.json_response({"error": " ".join(str(exc).splitlines())}, status=400)
+        log.info("admin call: joined channel %s", channel)
+        return web.json_response({"channel": channel})
 
     async def _put_logspec(self, request: web.Request) -> web.Response:
         refused = self._refuse_non_admin(request)
