@@ -36,7 +36,7 @@ import random
 import ssl
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -264,7 +264,7 @@ class Peer:
         )
         self.core = PeerCore(
             node,
-            self.ledger,
+            TimedLedger(self.ledger, self.metrics),
             state_config=gossip.state,
             election_config=gossip.election,
             use_leader_election=gossip.use_leader_election,
@@ -619,6 +619,10 @@ class Peer:
                 self._deliver(effect.message)
             elif isinstance(effect, Committed):
                 self.metrics.state_height.labels(effect.channel).set(effect.seq_num + 1)
+                self.metrics.state_blocks_committed.labels(effect.channel).inc()
+                sent_at = _newest_envelope_time(effect.block)
+                if sent_at is not None:
+                    self.metrics.block_propagation.labels(effect.channel).observe(max(0.0, time.time() - sent_at))
                 recent = self._recent_commits.setdefault(effect.channel, deque(maxlen=RECENT_COMMITS))
                 recent.append((effect.seq_num, time.time()))
                 self._commit_events.setdefault(effect.channel, asyncio.Event()).set()
@@ -637,6 +641,7 @@ class Peer:
 
     def _on_leadership(self, change: LeadershipChanged) -> None:
         self.metrics.leader_election_leader.labels(change.channel).set(1 if change.is_leader else 0)
+        self.metrics.leader_election_changes.labels(change.channel).inc()
         log.info("channel %s: %s", change.channel, "now leading our org" if change.is_leader else "no longer leading")
         task = self._deliverers.pop(change.channel, None)
         if task is not None:
@@ -755,20 +760,83 @@ class Peer:
 
     def _refresh_metrics(self) -> None:
         counts = self.comm.metrics.as_dict()
+        m = self.metrics
         for key, counter in (
-            ("comm_messages_sent", self.metrics.comm_messages_sent),
-            ("comm_messages_received", self.metrics.comm_messages_received),
-            ("comm_overflow_count", self.metrics.comm_overflow_count),
+            ("comm_messages_sent", m.comm_messages_sent),
+            ("comm_messages_received", m.comm_messages_received),
+            ("comm_overflow_count", m.comm_overflow_count),
+            ("comm_bytes_sent", m.comm_bytes_sent),
+            ("comm_bytes_received", m.comm_bytes_received),
+            ("comm_handshakes_failed", m.comm_handshakes_failed),
         ):
-            value = counts.get(key, 0)
-            delta = value - self._comm_counts.get(key, 0)
-            if delta > 0:
-                counter.inc(delta)
-            self._comm_counts[key] = value
-        self.metrics.membership_total_peers_known.set(len(self.core.node.peers()))
+            self._advance(counter, key, counts.get(key, 0))
+        m.comm_connections.set(len(self.comm.connections()))
+        m.membership_total_peers_known.set(len(self.core.node.peers()))
+        m.membership_dead_peers.set(len(self.core.node.dead_peers()))
         for name, runtime in self.core.channels.items():
-            self.metrics.payload_buffer_size.labels(name).set(len(runtime.state.buffer))
-            self.metrics.state_height.labels(name).set(self.ledger.height(name))
+            m.payload_buffer_size.labels(name).set(len(runtime.state.buffer))
+            m.state_height.labels(name).set(self.ledger.height(name))
+            stats = runtime.state.stats
+            for counter, value, what in (
+                (m.state_requests_sent, stats.requests_sent, "sent"),
+                (m.state_requests_served, stats.requests_served, "served"),
+                (m.state_requests_throttled, stats.requests_throttled, "throttled"),
+            ):
+                self._advance(counter.labels(name), f"state_{what}/{name}", value)
+
+    def _advance(self, counter: Any, key: str, value: int) -> None:
+        """Move a Prometheus counter up to ``value``, a total kept elsewhere (the core's and comm's stats)."""
+        delta = value - self._comm_counts.get(key, 0)
+        if delta > 0:
+            counter.inc(delta)
+        self._comm_counts[key] = value
+
+
+class TimedLedger:
+    """The ledger as the core sees it, each commit timed into gossip_state_commit_duration (Fabric's metric: the
+    seconds one block takes to commit; a batch's time is shared by its blocks)."""
+
+    def __init__(self, ledger: Ledger, metrics: PeerMetrics) -> None:
+        self._ledger = ledger
+        self._metrics = metrics
+
+    def height(self, channel: str) -> int:
+        return self._ledger.height(channel)
+
+    def get_blocks(self, channel: str, start: int, end: int) -> list[bytes]:
+        return self._ledger.get_blocks(channel, start, end)
+
+    def commit_many(self, channel: str, blocks: Sequence[bytes]) -> None:
+        started = time.perf_counter()
+        self._ledger.commit_many(channel, blocks)
+        if blocks:
+            each = (time.perf_counter() - started) / len(blocks)
+            histogram = self._metrics.state_commit_duration.labels(channel)
+            for _ in blocks:
+                histogram.observe(each)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ledger, name)
+
+
+def _newest_envelope_time(raw: bytes) -> float | None:
+    """The newest channel-header timestamp among a block's envelopes (seconds since the epoch), None if none."""
+    block = common_pb2.Block()
+    try:
+        block.ParseFromString(raw)
+    except Exception:  # protobuf raises DecodeError and, for some inputs, other errors
+        return None
+    newest: float | None = None
+    for data in block.data.data:
+        try:
+            payload = common_pb2.Payload.FromString(common_pb2.Envelope.FromString(data).payload)
+            stamp = common_pb2.ChannelHeader.FromString(payload.header.channel_header).timestamp
+        except Exception:  # an envelope that does not decode has no time; the block is valid all the same
+            continue
+        if stamp.seconds:
+            when = stamp.seconds + stamp.nanos / 1e9
+            newest = when if newest is None else max(newest, when)
+    return newest
 
 
 _FREE_SPACE = "free space on that file system and start the peer again"

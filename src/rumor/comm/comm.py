@@ -62,6 +62,7 @@ from rumor.comm.handshake import (
     CommError,
     ConnectionInfo,
     HandshakeError,
+    UnreachableError,
     VerifiedConn,
     certificate_hash,
     conn_establish_envelope,
@@ -626,7 +627,7 @@ class Comm:
                 return
             remaining = deadline - loop.time()
             if remaining <= 0:
-                raise CommError(f"no connection within dialTimeout ({self.config.dial_timeout:g}s)")
+                raise UnreachableError(f"no connection within dialTimeout ({self.config.dial_timeout:g}s)")
             try:
                 await asyncio.wait_for(channel.wait_for_state_change(state), remaining)
             except TimeoutError:
@@ -648,7 +649,12 @@ class Comm:
             return await self._dial_handshake_inner(endpoint, probe=probe)
         except CommError as exc:
             self.metrics.handshakes_failed += 1
-            log.warning("handshake with %s failed: %s", endpoint, exc)
+            log.log(
+                logging.DEBUG if isinstance(exc, UnreachableError) else logging.WARNING,
+                "handshake with %s failed: %s",
+                endpoint,
+                exc,
+            )
             raise
 
     async def _dial_handshake_inner(self, endpoint: str, *, probe: bool) -> tuple[aio.Channel, Any, VerifiedConn]:

@@ -36,6 +36,11 @@ class CommError(Exception):
     """A failure of the comm layer; the message says what failed."""
 
 
+class UnreachableError(CommError):
+    """Nothing answered at the endpoint (refused, timed out): no handshake was tried. The caller decides how loudly
+    to report it (discovery logs an unreachable bootstrap peer itself), so comm logs it at debug only."""
+
+
 class HandshakeError(CommError):
     """The remote could not be authenticated; the message is the reason, ready for a log line."""
 

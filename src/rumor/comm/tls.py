@@ -37,7 +37,7 @@ from pathlib import Path
 import grpc
 
 from rumor.comm.config import TLSMaterial
-from rumor.comm.handshake import CommError, certificate_hash, der_to_pem, first_certificate_der
+from rumor.comm.handshake import CommError, UnreachableError, certificate_hash, der_to_pem, first_certificate_der
 
 ALPN_H2 = "h2"
 
@@ -122,13 +122,13 @@ async def fetch_server_certificate(endpoint: str, context: ssl.SSLContext, serve
                 host, port, ssl=context, server_hostname=server_name or host, ssl_handshake_timeout=timeout
             )
     except TimeoutError:
-        raise CommError(f"no TLS connection within dialTimeout ({timeout:g}s)") from None
+        raise UnreachableError(f"no TLS connection within dialTimeout ({timeout:g}s)") from None
     except ssl.SSLCertVerificationError as exc:
         raise CommError(f"server certificate not accepted: {exc.verify_message or exc}") from None
     except ssl.SSLError as exc:
         raise CommError(f"TLS handshake failed: {exc.reason or exc}") from None
     except OSError as exc:
-        raise CommError(f"cannot connect: {exc.strerror or exc}") from None
+        raise UnreachableError(f"cannot connect: {exc.strerror or exc}") from None
     try:
         ssl_object = writer.get_extra_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None

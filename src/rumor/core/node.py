@@ -238,6 +238,10 @@ class GossipNode:
         """Alive members of the network, as discovery knows them."""
         return self.discovery.alive_members()
 
+    def dead_peers(self) -> list[NetworkMember]:
+        """Members presumed dead (not yet forgotten)."""
+        return self.discovery.dead_members()
+
     def channel(self, name: str) -> Channel:
         """The channel joined under ``name``; KeyError if never joined."""
         return self.channels[name]

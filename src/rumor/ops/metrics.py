@@ -72,6 +72,46 @@ class PeerMetrics:
             registry=r,
         )
 
+        # rumor's own, beyond Fabric's families (Fabric's private-data metrics are left out: rumor has none).
+        self.block_propagation = Histogram(
+            "block_propagation_seconds",
+            "From the newest envelope's timestamp in a block (its client's clock) to this peer's commit of it",
+            ["channel"],
+            namespace=NAMESPACE,
+            registry=r,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 60, 300),
+        )
+        self.comm_bytes_sent = Counter("comm_bytes_sent", "Bytes of messages sent", namespace=NAMESPACE, registry=r)
+        self.comm_bytes_received = Counter(
+            "comm_bytes_received", "Bytes of messages received", namespace=NAMESPACE, registry=r
+        )
+        self.comm_handshakes_failed = Counter(
+            "comm_handshakes_failed", "Connections that failed before or during the handshake", namespace=NAMESPACE,
+            registry=r,
+        )  # fmt: skip
+        self.comm_connections = Gauge("comm_connections", "Open gossip connections", namespace=NAMESPACE, registry=r)
+        self.membership_dead_peers = Gauge(
+            "membership_dead_peers", "Peers known but presumed dead", namespace=NAMESPACE, registry=r
+        )
+        self.leader_election_changes = Counter(
+            "leader_election_changes", "Times this peer became or stopped being its org's leader", ["channel"],
+            namespace=NAMESPACE, registry=r,
+        )  # fmt: skip
+        self.state_requests_sent = Counter(
+            "state_requests_sent", "State-transfer requests sent", ["channel"], namespace=NAMESPACE, registry=r
+        )
+        self.state_requests_served = Counter(
+            "state_requests_served", "State-transfer requests answered", ["channel"], namespace=NAMESPACE, registry=r
+        )
+        self.state_requests_throttled = Counter(
+            "state_requests_throttled", "State-transfer requests not answered: the requester's byte budget was spent",
+            ["channel"], namespace=NAMESPACE, registry=r,
+        )  # fmt: skip
+        self.state_blocks_committed = Counter(
+            "state_blocks_committed", "Blocks committed, by any path (push, pull, state transfer, deliver)",
+            ["channel"], namespace=NAMESPACE, registry=r,
+        )  # fmt: skip
+
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         if self.refresh is not None:
