@@ -32,6 +32,9 @@ async def test_membership_changes_are_logged_per_channel(
         )
 
     await wait_for(lambda: reported("online"), 30, f"{first.id} reports {second.id} online", describe=watcher.tail)
+    # Log lines name peers by their certificate's name, not by PKI-ID alone.
+    log = watcher.stderr()
+    assert f"new peer {second.id} (" in log and "connected " in log and f"({second.id}, " in log, log
     cluster.kill9(second.id)
     await wait_for(lambda: reported("offline"), 40, f"{first.id} reports {second.id} offline", describe=watcher.tail)
 

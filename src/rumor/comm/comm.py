@@ -903,11 +903,12 @@ class Comm:
         self._tracer.event(
             "connected", self._clock(), peer=conn.pki_id, endpoint=conn.info.endpoint, outbound=conn.info.outbound
         )
+        name = self._advisor.name_of(conn.info.identity) if hasattr(self._advisor, "name_of") else ""
         log.info(
             "connected %s %s (%s)",
             "to" if conn.info.outbound else "from",
             conn.info.endpoint,
-            _short(conn.pki_id),
+            f"{name}, {_short(conn.pki_id)}" if name else _short(conn.pki_id),
         )
 
     def _on_end(self, conn: Connection, ending: Ending) -> None:

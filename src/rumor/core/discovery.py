@@ -597,7 +597,7 @@ class Discovery:
             self._held_payloads[stored.payload] = pki_id
             self._dirty = True
             if member.alive:
-                log.info("new peer %s at %s (org %s)", _short(pki_id), member.preferred_endpoint, org.decode())
+                log.info("new peer %s at %s (org %s)", self._who(pki_id), member.preferred_endpoint, org.decode())
                 self.tracer.event("peer_alive", now, pki_id=pki_id, endpoint=member.preferred_endpoint, new=True)
             else:
                 log.debug("learned of dead peer %s at %s", _short(pki_id), member.preferred_endpoint)
@@ -626,7 +626,7 @@ class Discovery:
         if not member.alive:
             member.alive = True
             self.stats.peers_revived += 1
-            log.info("peer %s at %s is alive again", _short(pki_id), member.preferred_endpoint)
+            log.info("peer %s at %s is alive again", self._who(pki_id), member.preferred_endpoint)
             self.tracer.event("peer_alive", now, pki_id=pki_id, endpoint=member.preferred_endpoint, new=False)
         return _FRESH, member, []
 
@@ -797,7 +797,7 @@ class Discovery:
         member.alive = False
         self._changed()
         self.stats.peers_dead += 1
-        log.info("peer %s at %s is dead (%s)", _short(member.pki_id), member.preferred_endpoint, reason)
+        log.info("peer %s at %s is dead (%s)", self._who(member.pki_id), member.preferred_endpoint, reason)
         self.tracer.event("peer_dead", now, pki_id=member.pki_id, endpoint=member.preferred_endpoint, reason=reason)
         return [Disconnect(member.pki_id)]
 
@@ -807,7 +807,7 @@ class Discovery:
         self._forgotten[member.pki_id] = (member.inc_num, member.seq_num, now)
         self._dirty = True
         self.stats.peers_forgotten += 1
-        log.info("forgetting peer %s at %s (%s)", _short(member.pki_id), member.preferred_endpoint, reason)
+        log.info("forgetting peer %s at %s (%s)", self._who(member.pki_id), member.preferred_endpoint, reason)
         self.tracer.event("peer_forgotten", now, pki_id=member.pki_id, reason=reason)
         return [Disconnect(member.pki_id)]
 
@@ -1065,6 +1065,13 @@ class Discovery:
         dial.state = "requested"
         dial.next_at = now + self.config.reconnect_interval
         return self._send_requests([RemotePeer(result.pki_id, dial.endpoint)], [org], now, nonce=dial.nonce)
+
+    def _who(self, pki_id: PKIid) -> str:
+        """A peer as log lines name it: its certificate's name where the advisor knows one, and its short PKI-ID."""
+        identity = self.identities.peek(pki_id)
+        name_of = getattr(self._advisor, "name_of", None)
+        name = name_of(identity) if identity is not None and name_of is not None else ""
+        return f"{name} ({_short(pki_id)})" if name else _short(pki_id)
 
     def _dial_failed(self, dial: _Dial, reason: str, now: float) -> list[Effect]:
         delay = self.config.reconnect_interval

@@ -86,3 +86,7 @@ class SecurityAdvisor(Protocol):
         Raises InvalidIdentity if the identity does not decode.
         """
         ...
+
+    def name_of(self, identity: bytes) -> str:
+        """A name for log lines (an X.509 identity's common name), "" when there is none. Never raises."""
+        ...

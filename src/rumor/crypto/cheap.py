@@ -154,6 +154,9 @@ class CheapCryptoService:
         mspid, _ = decode_identity(identity)
         return mspid.encode()
 
+    def name_of(self, identity: bytes) -> str:
+        return ""
+
     def verify_block(self, channel: str, seq_num: int, block: bytes) -> None:
         orderers = self._channels.get(channel)
         if orderers is None:

@@ -15,6 +15,7 @@ the same identity bytes, hence the same PKI-ID, as a Fabric peer would.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -199,3 +200,16 @@ def load_signing_identity(msp_dir: Path, mspid: str) -> SigningIdentity:
         if isinstance(issuer_key, ec.EllipticCurvePublicKey):
             cert = sanitize_certificate(cert, issuer_key.curve)
     return SigningIdentity(mspid=mspid, certificate=cert, private_key=key)
+
+
+@functools.lru_cache(maxsize=1024)
+def identity_name(identity: bytes) -> str:
+    """A serialized identity's certificate common name (a node's name under cryptogen: peer0.org1.example.com),
+    for log lines; "" when it has none or does not decode. Cached: a log line must not parse a certificate."""
+    try:
+        _, pem = decode_identity(identity)
+        names = load_certificate(pem).subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    except Exception:  # any undecodable identity: no name, the caller shows the PKI-ID
+        return ""
+    value = names[0].value if names else ""
+    return value if isinstance(value, str) else ""

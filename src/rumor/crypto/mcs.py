@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from rumor.crypto import signing
 from rumor.crypto.api import InvalidBlock, InvalidIdentity, InvalidSignature, OrgId, PKIid
 from rumor.crypto.blocks import block_signatures, open_block
-from rumor.crypto.identity import SigningIdentity, pki_id_of
+from rumor.crypto.identity import SigningIdentity, identity_name, pki_id_of
 from rumor.crypto.msp import OrgRegistry, ValidIdentity
 
 if TYPE_CHECKING:
@@ -99,6 +99,9 @@ class X509CryptoService:
 
     def org_of(self, identity: bytes) -> OrgId:
         return self._registry.org_of(identity)
+
+    def name_of(self, identity: bytes) -> str:
+        return identity_name(identity)
 
     def verify_block(self, channel: str, seq_num: int, block: bytes) -> None:
         orderers = self._channels.get(channel)

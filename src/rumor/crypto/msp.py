@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from rumor.crypto.api import CryptoError, InvalidIdentity, OrgId
-from rumor.crypto.identity import decode_identity, find_issuer, load_certificate, read_pem_certificates
+from rumor.crypto.identity import decode_identity, find_issuer, identity_name, load_certificate, read_pem_certificates
 from rumor.crypto.signing import PublicKey
 
 _MAX_CHAIN_DEPTH = 8
@@ -203,6 +203,9 @@ class OrgRegistry:
     def org_of(self, identity: bytes) -> OrgId:
         mspid, _ = decode_identity(identity)
         return mspid.encode()
+
+    def name_of(self, identity: bytes) -> str:
+        return identity_name(identity)
 
     def expiration(self, identity: bytes) -> float:
         _, id_bytes = decode_identity(identity)
