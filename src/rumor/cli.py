@@ -502,7 +502,8 @@ def peer_start(
 ) -> None:
     """Run a peer until SIGINT or SIGTERM, then stop cleanly (exit code 0).
 
-    Prints one line when it serves: "peer ready on HOST:PORT (operations on HOST:PORT)". Channels joined
+    Prints one line when it serves: "peer ready on HOST:PORT (operations on HOST:PORT)", the addresses bound
+    (and "; advertised as HOST:PORT" when peer.address differs). Channels joined
     once are rejoined from the ledger at every start; --join is needed only the first time.
 
     Example: rumor peer start -c ./net/peers/peer0.org1.example.com/core.yaml -j ./net/channels/mychannel.block
@@ -559,7 +560,10 @@ async def _run_peer(config: Any, blocks: list[bytes]) -> None:
         for block in blocks:
             await peer.join_channel(block)
         ops = f" (operations on {peer.ops.address})" if peer.ops is not None else ""
-        print(f"peer ready on {peer.endpoint}{ops}", flush=True)
+        # The address actually bound; what other peers are told to dial, when it differs, beside it.
+        bound = f"{config.peer.listen_address.rpartition(':')[0]}:{peer.comm.port}"
+        advertised = f"; advertised as {peer.endpoint}" if peer.endpoint != bound else ""
+        print(f"peer ready on {bound}{ops}{advertised}", flush=True)
         await stop.wait()
         logging.getLogger("rumor.peer").info("signal received; stopping")
     finally:

@@ -39,3 +39,26 @@ async def test_a_second_peer_on_the_same_directory_is_refused(
     # Once the first one is gone, the directory is free again (the kernel drops the lock even on kill -9).
     cluster.kill9(peer.id)
     await cluster.start_peer(peer, join=[])
+
+
+async def test_the_ready_line_names_the_address_bound(tmp_path: Path) -> None:
+    """Finding: with the listen address overridden, the ready line printed peer.address, not where it listened."""
+    layout = make_network(tmp_path / "net", orgs=1, peers_per_org=1)
+    peer = layout.peers[0]
+    base = free_base_port(2)
+    proc = subprocess.Popen(
+        [RUMOR, "peer", "start", "--config", str(peer.config), "--join", str(layout.genesis)],
+        env=clean_env(
+            RUMOR_PEER_LISTENADDRESS=f"127.0.0.1:{base}", RUMOR_OPERATIONS_LISTENADDRESS=f"127.0.0.1:{base + 1}"
+        ),
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert line == (
+        f"peer ready on 127.0.0.1:{base} (operations on 127.0.0.1:{base + 1}); advertised as {peer.endpoint}"
+    ), line
