@@ -112,6 +112,23 @@ def free_base_port(peers: int, rng: random.Random | None = None) -> int:
     raise NetworkInitError("no free range of ports found on 127.0.0.1")
 
 
+def free_ports(count: int, rng: random.Random | None = None) -> list[int]:
+    """``count`` distinct ports free on 127.0.0.1 now, below the ephemeral range (for etcd members in tests)."""
+    low = 32768
+    with contextlib.suppress(OSError, ValueError):
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    top = max(low, 12000) - 1
+    rng = rng or random.Random(os.urandom(8))
+    ports: list[int] = []
+    for _ in range(50 * count):
+        port = rng.randrange(10000, top)
+        if port not in ports and _port_free(port):
+            ports.append(port)
+            if len(ports) == count:
+                return ports
+    raise NetworkInitError("no free ports found on 127.0.0.1")
+
+
 def _port_free(port: int) -> bool:
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
