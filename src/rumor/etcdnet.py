@@ -103,7 +103,8 @@ def write_cluster(root: Path, members: Sequence[EtcdMember], **kwargs: object) -
     for member in members:
         home = Path(root) / member.name
         home.mkdir(parents=True, exist_ok=True)
-        config = member_config(member, members, str((home / "data").resolve()), **kwargs)  # type: ignore[arg-type]
+        # relative: etcd runs in the member's directory (EtcdProcess), so the network directory can move
+        config = member_config(member, members, "data", **kwargs)  # type: ignore[arg-type]
         path = home / CONFIG_FILE
         path.write_text(f"# etcd member {member.name} of the orderers' cluster\n" + yaml.safe_dump(config))
         paths.append(path)
@@ -111,7 +112,7 @@ def write_cluster(root: Path, members: Sequence[EtcdMember], **kwargs: object) -
 
 
 class EtcdProcess:
-    """One etcd member run from its config file; output to ``<config dir>/etcd.log``."""
+    """One etcd member run from its config file, in the file's directory; output to ``<config dir>/etcd.log``."""
 
     def __init__(self, config: Path, binary: str | None = None) -> None:
         self.config = Path(config)
@@ -130,6 +131,7 @@ class EtcdProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                cwd=self.config.parent,
                 start_new_session=True,
             )
         finally:

@@ -70,6 +70,7 @@ from rumor.config import (
     _show,
     _walk_schema,
     _walk_yaml,
+    format_duration,
     setting,
 )
 
@@ -459,7 +460,11 @@ def orderer_config_to_yaml(config: OrdererConfig, *, header: str | None = None) 
         for seg in leaf.segments[:-1]:
             node = node.setdefault(seg, {})
         value = _get(config, leaf.attrs)
-        node[leaf.segments[-1]] = list(value) if leaf.kind == "list" else value
+        if leaf.kind == "list":
+            value = list(value)
+        elif leaf.kind == "duration":
+            value = format_duration(value)
+        node[leaf.segments[-1]] = value
     body = yaml.safe_dump(tree, sort_keys=False, default_flow_style=False, allow_unicode=True, width=1000)
     if header is None:
         return body
