@@ -605,6 +605,8 @@ class NetworkUp:
         self.orderers: dict[str, Child] = {}
         """Every orderer, the first being ``orderer``."""
         self.etcd: dict[str, Child] = {}
+        self._ordering: dict[str, Any] = {}
+        """What _watch_ordering last read from etcd."""
         self.peers: dict[str, Child] = {}
         self.ops_addresses: dict[str, str] = {}
         self.load: LoadGenerator | None = None
@@ -628,6 +630,70 @@ class NetworkUp:
 
     def processes(self) -> Mapping[str, str]:
         return {name: child.state for name, child in self.peers.items()}
+
+    def ordering_state(self) -> Mapping[str, Any] | None:
+        """The ordering service for the dashboard: each orderer, each channel's cutter, each etcd member."""
+        if self.plan is None:
+            return None
+        state = dict(self._ordering)
+        state["consensus"] = "etcd" if self.plan.etcd else "solo"
+        stored = state.pop("stored", {})
+        state["orderers"] = [
+            {
+                "id": name,
+                "endpoint": _dial(entry.listen) if entry.listen else "",
+                "process": child.state,
+                "stored": {ch: heights.get(name) for ch, heights in stored.items() if name in heights},
+            }
+            for (name, child), entry in zip(
+                self._orderer_children(), self.plan.orderers or [OrdererPlan("orderer", Path(), "")], strict=False
+            )
+        ]
+        members = {m["name"]: m for m in state.get("etcd", [])}
+        state["etcd"] = [
+            {**members.get(name, {"name": name, "endpoint": member.client, "healthy": False}), "process": child.state}
+            for (name, child), member in zip(self.etcd.items(), self.plan.etcd, strict=True)
+        ]
+        return state
+
+    async def _watch_ordering(self, plan: NetworkPlan) -> None:
+        """Every second: each channel's cutter and stored heights, and each etcd member's Status, from etcd."""
+        from rumor.orderer.etcd import EtcdClient, EtcdError
+
+        client = EtcdClient([m.client for m in plan.etcd], request_timeout=2.0)
+        prefix = "/rumor/orderer"
+        with contextlib.suppress(ConfigError, OSError):
+            from rumor.orderer.config import load_orderer_config
+
+            prefix = load_orderer_config(plan.orderers[0].config).consensus.etcd.key_prefix
+        channel = plan.layout.channel
+        try:
+            while True:
+                state: dict[str, Any] = {"cutters": {}, "stored": {}, "etcd": [], "error": None}
+                try:
+                    kvs, _ = await client.range_all(f"{prefix}/{channel}/stored/".encode())
+                    state["stored"][channel] = {kv.key.decode().rsplit("/", 1)[1]: int(kv.value) for kv in kvs}
+                    leader = await client.get(f"{prefix}/{channel}/leader".encode())
+                    state["cutters"][channel] = leader.value.decode() if leader is not None else None
+                except EtcdError as exc:
+                    state["error"] = f"etcd: {exc}"
+                for index, member in enumerate(plan.etcd):
+                    entry: dict[str, Any] = {"name": member.name, "endpoint": member.client}
+                    try:
+                        status = await client.status(index, timeout=1.0)
+                        entry.update(
+                            healthy=status.leader != 0 and not status.errors,
+                            leader=status.leader == status.header.member_id,
+                            db_size=status.dbSize,
+                            version=status.version,
+                        )
+                    except Exception as exc:  # a member down: grpc's error, shown as it is
+                        entry.update(healthy=False, error=type(exc).__name__)
+                    state["etcd"].append(entry)
+                self._ordering = state
+                await asyncio.sleep(1.0)  # the dashboard's pace, not a synchronization
+        finally:
+            await client.close()
 
     def load_state(self) -> Mapping[str, Any] | None:
         if self.load is None:
@@ -752,6 +818,8 @@ class NetworkUp:
             if options.rate > 0:
                 self.load = LoadGenerator(layout.root, layout.channel, options.rate, options.payload_size)
                 self._tasks.append(loop_task(self._guard(self.load.run(), "load generator")))
+            if plan.etcd:
+                self._tasks.append(loop_task(self._guard(self._watch_ordering(plan), "ordering status")))
             self.dashboard.start()
             self._up = True
             self.say(f"Dashboard: {self.url}")
