@@ -72,7 +72,7 @@ demo: $(STAMP)
 # at 24 blocks/s (bench/profile_peer.py; py-spy is installed into the venv here). Tables on stdout; JSON, Markdown and
 # PNG plots under bench/results/, and bench/results/README.md rendered from them by bench/report.py. BENCH_SCENARIOS=sim-100 skips sim-1000.
 BENCH_SCENARIOS ?= sim-100,sim-1000
-bench: $(STAMP)
+bench: $(STAMP) etcd
 	$(VENV)/bin/pip install -q py-spy
 	$(PY) bench/sim.py --scenarios $(BENCH_SCENARIOS) --jobs 2
 	$(PY) bench/gossipsub.py
@@ -81,6 +81,7 @@ bench: $(STAMP)
 	$(PY) bench/profile_sim.py --preset sim-100 --seconds 10 --out bench/results/profile-sim.txt
 	$(PY) bench/profile_peer.py
 	$(PY) bench/profile_peer.py --rate 56 --out bench/results/profile-peer-saturated.txt
+	$(PY) bench/ordering.py
 	$(PY) bench/report.py
 
 docs: $(STAMP)

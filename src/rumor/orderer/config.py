@@ -213,7 +213,7 @@ class EtcdConsensusConfig:
         "RetainBytes",
         128 * MiB,
         "Envelopes of blocks some orderer has not stored yet that etcd keeps for it; past this the oldest blocks "
-        "leave etcd anyway, and that orderer catches up through Deliver from another orderer.",
+        "leave etcd anyway, and that orderer reports the channel behind (restore it from another orderer's ledger).",
         positive=True,
     )
     tls: EtcdTLSConfig = field(default_factory=EtcdTLSConfig, metadata={"key": "TLS", "doc": "TLS to etcd."})
@@ -384,6 +384,9 @@ def validate_orderer_config(config: OrdererConfig) -> None:
                 raise ConfigError(f"{leaf.path}: {value} is negative (expected 0 or more)", key=leaf.path)
             if leaf.meta["positive"] and value == 0:
                 raise ConfigError(f"{leaf.path}: 0 is not allowed (expected more than 0)", key=leaf.path)
+        choices = leaf.meta["choices"]
+        if choices and value not in choices:
+            raise ConfigError(f"{leaf.path}: {_show(value)} is not one of {', '.join(choices)}", key=leaf.path)
         check = leaf.meta["check"]
         if check is not None:
             for item in value if leaf.kind == "list" else (value,):
