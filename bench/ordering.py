@@ -9,7 +9,7 @@ the client's signing is not measured; --writers Broadcast streams (spread over t
 envelopes in flight each and count the SUCCESS answers.
 
 - throughput, per payload size: envelopes/s acknowledged over --seconds, and blocks/s cut over the same time
-  (heights read through Deliver from the first orderer before and after).
+  (heights read through Deliver from the first orderer when the clock starts and when it stops).
 - failover (etcd only, lease TTL 2 s, etcd's smallest): a light load runs (one writer, one envelope at a time, so
   that blocks keep coming); the cutter (its key in etcd) is killed with SIGKILL; measured from the kill until
   (a) another orderer holds the leader key and (b) the first block the new cutter wrote is served by Deliver.
@@ -208,11 +208,18 @@ async def throughput(net: Net, size: int, seconds: float, writers: int) -> dict[
     start = time.monotonic()
     stop_at = start + seconds
     endpoints = net.endpoints
+
+    async def height_at_stop() -> int:
+        # read when the clock stops: envelopes still in flight then are cut later, and are not counted either
+        await asyncio.sleep(max(0.0, stop_at - time.monotonic()))
+        return await net.height()
+
+    heights = asyncio.create_task(height_at_stop())
     await asyncio.gather(
         *(_writer(net, endpoints[k % len(endpoints)], pools[k], stop_at, acked) for k in range(writers))
     )
     elapsed = seconds
-    after = await net.height()
+    after = await heights
     return {
         "payload_bytes": size,
         "seconds": elapsed,

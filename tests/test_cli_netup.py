@@ -309,6 +309,19 @@ def test_up_runs_an_etcd_ordering_service_of_three_orderers(tmp_path: Path) -> N
         wanted = {"etcd0", "etcd1", "etcd2", "orderer.example.com", "orderer1.example.com", "orderer2.example.com"}
         assert wanted <= set(children), children
         wait_until(lambda: (h := up.heights()) and min(h.values()) >= 4, 90, "blocks on the peer")
+        # the dashboard's ordering card: the cutter of the channel, every orderer's stored height, etcd's health
+        orderers = {"orderer.example.com", "orderer1.example.com", "orderer2.example.com"}
+
+        def ordering() -> dict | None:
+            o = up.get("api/dashboard").get("ordering") or {}
+            healthy = [m for m in o.get("etcd", []) if m.get("healthy")]
+            stored = [n for n in o.get("orderers", []) if n.get("stored", {}).get("mychannel")]
+            cutter = (o.get("cutters") or {}).get("mychannel")
+            return o if cutter in orderers and len(healthy) == 3 and len(stored) == 3 else None
+
+        card = wait_until(ordering, 30, "the dashboard shows the cutter, the orderers and etcd")
+        assert card["consensus"] == "etcd"
+        assert sum(1 for m in card["etcd"] if m.get("leader")) == 1
         assert up.interrupt() == 0, up.output()
         assert any("stopped 1 peers and 3 orderers and 3 etcd members" in line for line in up.lines), up.output()
         assert not [pid for pid in up.seen_children if alive(pid)]
