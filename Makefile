@@ -71,6 +71,7 @@ demo: $(STAMP)
 # connection against raw loopback TCP (figure 9); a profile of the simulator, and py-spy profiles of real peers
 # at 24 blocks/s (bench/profile_peer.py; py-spy is installed into the venv here). Tables on stdout; JSON, Markdown and
 # PNG plots under bench/results/, and bench/results/README.md rendered from them by bench/report.py. BENCH_SCENARIOS=sim-100 skips sim-1000.
+# bench/ordering.py (about 5 min): ordering throughput, solo against the etcd ordering service, and cutter failover.
 BENCH_SCENARIOS ?= sim-100,sim-1000
 bench: $(STAMP) etcd
 	$(VENV)/bin/pip install -q py-spy

@@ -339,9 +339,7 @@ def init_network(
         if etcd_config is not None:
             # each orderer lists its own member first: its requests go there while it is up
             own = (*etcd_config.endpoints[k:], *etcd_config.endpoints[:k])
-            consensus_config = ConsensusConfig(
-                type="etcd", etcd=replace(etcd_config, endpoints=own, node_id=host)
-            )
+            consensus_config = ConsensusConfig(type="etcd", etcd=replace(etcd_config, endpoints=own, node_id=host))
         orderer_config = OrdererConfig(
             general=GeneralConfig(
                 listen_address=endpoint,
