@@ -461,7 +461,13 @@ class EtcdOrdering:
             raws: list[bytes] = []
             number = height
             while (record := chan.records.get(number)) is not None:
-                raw = self._rebuild(chan, record)
+                try:
+                    raw = self._rebuild(chan, record)
+                except LedgerError as exc:  # a record that does not match its envelopes: never stored
+                    if chan.problem is None:
+                        chan.problem = str(exc)
+                        log.error("%s", exc)
+                    raw = None
                 if raw is None:
                     break
                 raws.append(raw)
