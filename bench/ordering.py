@@ -359,8 +359,8 @@ async def main() -> None:
 
 def markdown(report: dict[str, Any]) -> str:
     lines = [
-        f"machine: {report['machine']}; commit {report['commit']}; loopback, TLS on; batches of 500 envelopes or "
-        "200 ms; the client signs before the clock starts",
+        f"machine: {report['machine']}; commit {report['commit']}; loopback, TLS on; batches of at most 500 envelopes, "
+        "512 KB or 200 ms; the client signs before the clock starts",
         "",
         "| ordering service | payload | envelopes/s | blocks/s | MB/s |",
         "|---|---|---|---|---|",
