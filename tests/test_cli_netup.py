@@ -17,6 +17,7 @@ from netup_proc import UpProcess, alive, network_up
 from polling import wait_until
 from rumor_processes import RUMOR, clean_env
 
+from rumor.etcdnet import etcd_binary
 from rumor.network import free_base_port, init_network
 
 
@@ -290,3 +291,37 @@ def test_children_die_with_a_killed_network_up(tmp_path: Path) -> None:
         up.proc.kill()
         up.proc.wait(30)
         wait_until(lambda: not any(alive(pid) for pid in children), 30, "every child to end")
+
+
+@pytest.mark.skipif(etcd_binary() is None, reason="etcd is not installed (make test installs etcd-server as root)")
+def test_up_runs_an_etcd_ordering_service_of_three_orderers(tmp_path: Path) -> None:
+    root = tmp_path / "net"
+    base = free_base_port(1, orderers=3, etcd=3)
+    init = run(
+        "network", "init", "--out", str(root), "--orgs", "1", "--peers-per-org", "1", "--base-port", str(base),
+        "--orderers", "3", "--consensus", "etcd",
+    )  # fmt: skip
+    assert init.returncode == 0, init.stderr
+    assert "etcd2" in init.stdout and "orderer2.example.com" in init.stdout
+    with network_up("--dir", str(root), "--rate", "5", "--dashboard-port", "0") as up:
+        up.wait_ready()
+        children = up.children()
+        wanted = {"etcd0", "etcd1", "etcd2", "orderer.example.com", "orderer1.example.com", "orderer2.example.com"}
+        assert wanted <= set(children), children
+        wait_until(lambda: (h := up.heights()) and min(h.values()) >= 4, 90, "blocks on the peer")
+        # the dashboard's ordering card: the cutter of the channel, every orderer's stored height, etcd's health
+        orderers = {"orderer.example.com", "orderer1.example.com", "orderer2.example.com"}
+
+        def ordering() -> dict | None:
+            o = up.get("api/dashboard").get("ordering") or {}
+            healthy = [m for m in o.get("etcd", []) if m.get("healthy")]
+            stored = [n for n in o.get("orderers", []) if n.get("stored", {}).get("mychannel")]
+            cutter = (o.get("cutters") or {}).get("mychannel")
+            return o if cutter in orderers and len(healthy) == 3 and len(stored) == 3 else None
+
+        card = wait_until(ordering, 30, "the dashboard shows the cutter, the orderers and etcd")
+        assert card["consensus"] == "etcd"
+        assert sum(1 for m in card["etcd"] if m.get("leader")) == 1
+        assert up.interrupt() == 0, up.output()
+        assert any("stopped 1 peers and 3 orderers and 3 etcd members" in line for line in up.lines), up.output()
+        assert not [pid for pid in up.seen_children if alive(pid)]

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIR = ROOT / "proto"
 DEFAULT_OUT = ROOT / "src" / "rumor" / "wire" / "pb"
 PACKAGE = "rumor.wire.pb"
-PROTO_PACKAGES = ("gossip", "msp", "common", "orderer", "peer", "etcdraft")
+PROTO_PACKAGES = ("gossip", "msp", "common", "orderer", "peer", "etcdraft", "etcdserverpb", "rumorpb")
 _IMPORT = re.compile(r"^from (" + "|".join(PROTO_PACKAGES) + r")(\.?\S*) import ", re.MULTILINE)
 
 

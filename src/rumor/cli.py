@@ -585,26 +585,44 @@ def network_init(
         int, typer.Option(help="Orderer port; peer k gossips on base+1+k and serves operations on base+101+k.")
     ] = 7050,
     tls: Annotated[bool, typer.Option(help="Mutual TLS between peers and to the orderer.")] = True,
+    orderers: Annotated[
+        int, typer.Option(min=1, max=9, help="Orderers; more than one needs --consensus etcd (base+200+k).")
+    ] = 1,
+    consensus: Annotated[
+        str, typer.Option(help="solo (one orderer) or etcd (orderers on an etcd cluster, one member each).")
+    ] = "solo",
 ) -> None:
     """Write crypto material, orderer.yaml, one core.yaml per peer and the channel's genesis block.
 
+    With --consensus etcd, also one etcd.yaml per etcd member (DIR/etcd/, client ports base+220+2k); `rumor network
+    up` starts them (etcd from Debian's etcd-server package).
+
     Example: rumor network init --orgs 2 --peers-per-org 4 --channel mychannel --dir ./net --base-port 7050
+    Example: rumor network init --orderers 3 --consensus etcd --dir ./net
     """
     from rumor.crypto.api import CryptoError
     from rumor.network import NetworkInitError, init_network
 
     try:
         layout = init_network(
-            out, orgs=orgs, peers_per_org=peers_per_org, channel=channel, base_port=base_port, tls=tls
+            out,
+            orgs=orgs,
+            peers_per_org=peers_per_org,
+            channel=channel,
+            base_port=base_port,
+            tls=tls,
+            orderers=orderers,
+            consensus=consensus,
         )
     except (NetworkInitError, CryptoError, ValueError) as exc:
         fail(str(exc))
     table = Table(title=f"rumor network in {layout.root}")
     for column in ("node", "org", "gossip / service", "operations", "config"):
         table.add_column(column)
-    table.add_row(
-        "orderer", "OrdererMSP", layout.orderer_endpoint, "", str(layout.orderer_config.relative_to(layout.root))
-    )
+    for entry in layout.orderers:
+        table.add_row(entry.id, "OrdererMSP", entry.endpoint, "", str(entry.config.relative_to(layout.root)))
+    for member in layout.etcd:
+        table.add_row(member.name, "etcd", member.endpoint, "", str(member.config.relative_to(layout.root)))
     for peer in layout.peers:
         table.add_row(peer.id, peer.org, peer.endpoint, peer.operations, str(peer.config.relative_to(layout.root)))
     Console().print(table)

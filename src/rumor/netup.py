@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import aiohttp
+import yaml
 from aiohttp import web
 from rich.console import Console
 from rich.live import Live
@@ -42,6 +43,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from rumor.config import ConfigError, load_config
+from rumor.etcdnet import etcd_binary
 from rumor.lockfile import DirectoryLock, DirectoryLocked
 from rumor.netctl import NETWORK_UP_LOCK
 from rumor.network import MANIFEST, NetworkInitError, NetworkLayout, init_network, load_layout
@@ -148,7 +150,15 @@ class Child:
         ready_prefix: str,
         log_level: str,
         log_format: str = "text",
+        *,
+        command: Sequence[str] | None = None,
+        ready_address: str | None = None,
+        cwd: Path | None = None,
     ) -> None:
+        self.command = list(command) if command is not None else None
+        """A program other than rumor (an etcd member); it is ready once ``ready_address`` accepts connections."""
+        self.ready_address = ready_address
+        self.cwd = cwd
         self.name = name
         self.kind = kind
         self.args = list(args)
@@ -188,23 +198,38 @@ class Child:
             env.setdefault("PYTHONUNBUFFERED", "1")
             self.state = "starting"
             self.returncode = None
+            argv = (
+                self.command
+                if self.command is not None
+                else [*rumor_command(), "--log-level", self.log_level, "--log-format", self.log_format, *self.args]
+            )
             self.proc = await asyncio.create_subprocess_exec(
-                *rumor_command(),
-                "--log-level",
-                self.log_level,
-                "--log-format",
-                self.log_format,
-                *self.args,
+                *argv,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=log_file,
                 env=env,
                 process_group=0,
+                cwd=self.cwd,
             )
         assert self.proc.stdout is not None
         try:
             async with asyncio.timeout(timeout):
-                while True:
+                while self.ready_address is not None:
+                    if self.proc.returncode is not None:
+                        self.state = "exited"
+                        self.returncode = self.proc.returncode
+                        raise NetUpError(
+                            f"{self.name} exited at start (exit code {self.returncode}); "
+                            f"last lines of {self.log_path}:",
+                            self.log_tail(),
+                            code=EXIT_FAILURE,
+                        )
+                    if not port_free(self.ready_address):  # it listens
+                        self.ready_line = f"{self.name} listening on {self.ready_address}"
+                        break
+                    await asyncio.sleep(0.1)  # polling the port: etcd prints no ready line of its own
+                while self.ready_address is None:
                     raw = await self.proc.stdout.readline()
                     if not raw:  # the child closed stdout: it is exiting
                         code = await self.proc.wait()
@@ -327,12 +352,31 @@ class PeerPlan:
     """Whether its org is a member of the network's channel (a peer of another org starts without --join)."""
 
 
+@dataclass(frozen=True)
+class OrdererPlan:
+    name: str
+    config: Path
+    listen: str
+
+
+@dataclass(frozen=True)
+class EtcdPlan:
+    name: str
+    config: Path
+    client: str
+    peer: str
+
+
 @dataclass
 class NetworkPlan:
     layout: NetworkLayout
     orderer_listen: str
     peers: list[PeerPlan] = field(default_factory=list)
     created: bool = False
+    orderers: list[OrdererPlan] = field(default_factory=list)
+    """Every orderer (the first listens on ``orderer_listen``)."""
+    etcd: list[EtcdPlan] = field(default_factory=list)
+    """The etcd members of an etcd ordering service (none with solo)."""
 
 
 def prepare_network(options: UpOptions, say: Callable[[str], None]) -> NetworkPlan:
@@ -408,21 +452,37 @@ def check_network(layout: NetworkLayout) -> NetworkPlan:
             f"missing crypto material: {root / 'crypto'} does not exist; restore it, or start a new network in an "
             "empty directory"
         )
-    try:
-        orderer = load_orderer_config(layout.orderer_config)
-    except ConfigError as exc:
-        raise NetUpError(str(exc)) from None
-    general = orderer.general
-    msp = Path(general.local_msp_dir)
-    for path, key in [
-        (msp / "signcerts", "General.LocalMSPDir"),
-        (msp / "keystore", "General.LocalMSPDir"),
-        *([(Path(general.tls.certificate), "General.TLS.Certificate")] if general.tls.enabled else []),
-        *([(Path(general.tls.private_key), "General.TLS.PrivateKey")] if general.tls.enabled else []),
-    ]:
-        if not path.exists():
-            raise _missing(path, "the orderer", key, root)
-    plan = NetworkPlan(layout, general.listen_address)
+    entries = getattr(layout, "orderers", ()) or ()
+    configs = [(e.id, e.config) for e in entries] or [("orderer", layout.orderer_config)]
+    orderers: list[OrdererPlan] = []
+    for name, path in configs:
+        try:
+            orderer = load_orderer_config(path)
+        except ConfigError as exc:
+            raise NetUpError(str(exc)) from None
+        general = orderer.general
+        msp = Path(general.local_msp_dir)
+        for file, key in [
+            (msp / "signcerts", "General.LocalMSPDir"),
+            (msp / "keystore", "General.LocalMSPDir"),
+            *([(Path(general.tls.certificate), "General.TLS.Certificate")] if general.tls.enabled else []),
+            *([(Path(general.tls.private_key), "General.TLS.PrivateKey")] if general.tls.enabled else []),
+        ]:
+            if not file.exists():
+                raise _missing(file, "the orderer" if len(configs) == 1 else name, key, root)
+        orderers.append(OrdererPlan(name, path, general.listen_address))
+    etcd: list[EtcdPlan] = []
+    for member in getattr(layout, "etcd", ()) or ():
+        if not member.config.is_file():
+            raise NetUpError(f"missing etcd configuration: {member.config}; the network in {root} is incomplete")
+        settings = yaml.safe_load(member.config.read_text())
+        peer_url = str(settings["listen-peer-urls"]).split(",")[0]
+        etcd.append(EtcdPlan(member.name, member.config, member.endpoint, peer_url.split("://", 1)[-1]))
+    if etcd and etcd_binary() is None:
+        raise NetUpError(
+            "this network orders through etcd, and etcd is not installed (Debian: apt-get install etcd-server)"
+        )
+    plan = NetworkPlan(layout, orderers[0].listen, orderers=orderers, etcd=etcd)
     for entry in layout.peers:
         if not entry.config.is_file():
             raise NetUpError(f"missing peer configuration: {entry.config}; the network in {root} is incomplete")
@@ -448,6 +508,12 @@ def check_network(layout: NetworkLayout) -> NetworkPlan:
 
 def check_ports(plan: NetworkPlan) -> None:
     wanted = [(plan.orderer_listen, "the orderer's General.ListenAddress")]
+    wanted += [(o.listen, f"{o.name}'s General.ListenAddress") for o in plan.orderers[1:]]
+    for member in plan.etcd:
+        wanted += [
+            (member.client, f"etcd member {member.name}'s client URL"),
+            (member.peer, f"{member.name}'s peer URL"),
+        ]
     for peer in plan.peers:
         wanted.append((peer.listen, f"{peer.name}'s peer.listenAddress"))
         if peer.operations:
@@ -501,7 +567,10 @@ class LoadGenerator:
         per_block = max(1, config.batch.max_message_count or 1)
         loop = asyncio.get_running_loop()
         period = 1.0 / self.rate
-        async with BroadcastClient([target.endpoint], signer, tls=target.tls, timeout=5.0) as client:
+        from rumor.network import load_layout
+
+        endpoints = load_layout(self.root).orderer_endpoints  # a failover goes to the next orderer
+        async with BroadcastClient(endpoints, signer, tls=target.tls, timeout=5.0) as client:
             deadline = loop.time()
             while True:
                 if self.paused:
@@ -544,6 +613,11 @@ class NetworkUp:
         self.interactive = self.console.is_terminal
         self.plan: NetworkPlan | None = None
         self.orderer: Child | None = None
+        self.orderers: dict[str, Child] = {}
+        """Every orderer, the first being ``orderer``."""
+        self.etcd: dict[str, Child] = {}
+        self._ordering: dict[str, Any] = {}
+        """What _watch_ordering last read from etcd."""
         self.peers: dict[str, Child] = {}
         self.ops_addresses: dict[str, str] = {}
         self.load: LoadGenerator | None = None
@@ -567,6 +641,70 @@ class NetworkUp:
 
     def processes(self) -> Mapping[str, str]:
         return {name: child.state for name, child in self.peers.items()}
+
+    def ordering_state(self) -> Mapping[str, Any] | None:
+        """The ordering service for the dashboard: each orderer, each channel's cutter, each etcd member."""
+        if self.plan is None:
+            return None
+        state = dict(self._ordering)
+        state["consensus"] = "etcd" if self.plan.etcd else "solo"
+        stored = state.pop("stored", {})
+        state["orderers"] = [
+            {
+                "id": name,
+                "endpoint": _dial(entry.listen) if entry.listen else "",
+                "process": child.state,
+                "stored": {ch: heights.get(name) for ch, heights in stored.items() if name in heights},
+            }
+            for (name, child), entry in zip(
+                self._orderer_children(), self.plan.orderers or [OrdererPlan("orderer", Path(), "")], strict=False
+            )
+        ]
+        members = {m["name"]: m for m in state.get("etcd", [])}
+        state["etcd"] = [
+            {**members.get(name, {"name": name, "endpoint": member.client, "healthy": False}), "process": child.state}
+            for (name, child), member in zip(self.etcd.items(), self.plan.etcd, strict=True)
+        ]
+        return state
+
+    async def _watch_ordering(self, plan: NetworkPlan) -> None:
+        """Every second: each channel's cutter and stored heights, and each etcd member's Status, from etcd."""
+        from rumor.orderer.etcd import EtcdClient, EtcdError
+
+        client = EtcdClient([m.client for m in plan.etcd], request_timeout=2.0)
+        prefix = "/rumor/orderer"
+        with contextlib.suppress(ConfigError, OSError):
+            from rumor.orderer.config import load_orderer_config
+
+            prefix = load_orderer_config(plan.orderers[0].config).consensus.etcd.key_prefix
+        channel = plan.layout.channel
+        try:
+            while True:
+                state: dict[str, Any] = {"cutters": {}, "stored": {}, "etcd": [], "error": None}
+                try:
+                    kvs, _ = await client.range_all(f"{prefix}/{channel}/stored/".encode())
+                    state["stored"][channel] = {kv.key.decode().rsplit("/", 1)[1]: int(kv.value) for kv in kvs}
+                    leader = await client.get(f"{prefix}/{channel}/leader".encode())
+                    state["cutters"][channel] = leader.value.decode() if leader is not None else None
+                except EtcdError as exc:
+                    state["error"] = f"etcd: {exc}"
+                for index, member in enumerate(plan.etcd):
+                    entry: dict[str, Any] = {"name": member.name, "endpoint": member.client}
+                    try:
+                        status = await client.status(index, timeout=1.0)
+                        entry.update(
+                            healthy=status.leader != 0 and not status.errors,
+                            leader=status.leader == status.header.member_id,
+                            db_size=status.dbSize,
+                            version=status.version,
+                        )
+                    except Exception as exc:  # a member down: grpc's error, shown as it is
+                        entry.update(healthy=False, error=type(exc).__name__)
+                    state["etcd"].append(entry)
+                self._ordering = state
+                await asyncio.sleep(1.0)  # the dashboard's pace, not a synchronization
+        finally:
+            await client.close()
 
     def load_state(self) -> Mapping[str, Any] | None:
         if self.load is None:
@@ -664,7 +802,7 @@ class NetworkUp:
         self._signals += 1
         self._stop.set()
         if self._signals > 1:  # a second Ctrl-C: do not wait for anyone
-            for child in [*self.peers.values(), *([self.orderer] if self.orderer else [])]:
+            for child in [*self.peers.values(), *self.orderers.values(), *self.etcd.values()]:
                 if child.proc is not None and child.proc.returncode is None:
                     with contextlib.suppress(ProcessLookupError):
                         child.proc.kill()
@@ -697,6 +835,8 @@ class NetworkUp:
             if options.rate > 0:
                 self.load = LoadGenerator(layout.root, layout.channel, options.rate, options.payload_size)
                 self._tasks.append(loop_task(self._guard(self.load.run(), "load generator")))
+            if plan.etcd:
+                self._tasks.append(loop_task(self._guard(self._watch_ordering(plan), "ordering status")))
             self.dashboard.start()
             self._up = True
             self.say(f"Dashboard: {self.url}")
@@ -748,26 +888,52 @@ class NetworkUp:
         """What network up runs: children, their pids and states (for scripts and tests)."""
         children = {
             name: {"kind": c.kind, "state": c.state, "pid": c.pid, "log": str(c.log_path)}
-            for name, c in ([("orderer", self.orderer)] if self.orderer else []) + list(self.peers.items())
+            for name, c in [*self.etcd.items(), *self._orderer_children(), *self.peers.items()]
         }
         return web.json_response(
             {"dir": str(self.plan.layout.root) if self.plan else "", "children": children, "load": self.load_state()}
         )
 
+    def _orderer_children(self) -> list[tuple[str, Child]]:
+        if len(self.orderers) > 1:
+            return list(self.orderers.items())
+        return [("orderer", self.orderer)] if self.orderer else []
+
     async def _start_children(self, plan: NetworkPlan) -> None:
         options = self.options
         layout = plan.layout
         logs = layout.root / "logs"
-        self.orderer = Child(
-            "orderer",
-            "orderer",
-            ["orderer", "start", "--config", str(layout.orderer_config)],
-            logs / "orderer.log",
-            "orderer ready on",
-            options.log_level,
-            options.log_format,
-        )
-        self.orderer.on_exit = self._child_exited
+        binary = etcd_binary() or "etcd"
+        for member in plan.etcd:
+            child = Child(
+                member.name,
+                "etcd",
+                [],
+                logs / f"{member.name}.log",
+                "",
+                options.log_level,
+                command=[binary, "--config-file", str(member.config)],
+                ready_address=member.client,
+                cwd=member.config.parent,
+            )
+            child.on_exit = self._child_exited
+            self.etcd[member.name] = child
+        for index, entry in enumerate(plan.orderers or [OrdererPlan("orderer", layout.orderer_config, "")]):
+            name = "orderer" if len(plan.orderers) <= 1 else entry.name
+            child = Child(
+                name,
+                "orderer",
+                ["orderer", "start", "--config", str(entry.config)],
+                logs / f"{name}.log",
+                "orderer ready on",
+                options.log_level,
+                options.log_format,
+            )
+            child.on_exit = self._child_exited
+            self.orderers[name] = child
+            if index == 0:
+                self.orderer = child
+        assert self.orderer is not None
         for peer in plan.peers:
             child = Child(
                 peer.name,
@@ -788,15 +954,24 @@ class NetworkUp:
             self.peers[peer.name] = child
             self.ops_addresses[peer.name] = _dial(peer.operations)
 
-        total = 1 + len(self.peers)
+        total = len(self.etcd) + len(self.orderers) + len(self.peers)
         with self._progress() as progress:
             task = progress.add_task("starting the network", total=total)
-            await self._interruptible(self.orderer.start(options.start_timeout))
-            if self._stop.is_set():
-                return
-            progress.advance(task)
-            if not self.interactive:
-                self.say(f"started orderer ({self.orderer.ready_line})")
+            if self.etcd:
+                # together: a member waits for the others to form its cluster
+                await self._interruptible(asyncio.gather(*(c.start(options.start_timeout) for c in self.etcd.values())))
+                if self._stop.is_set():
+                    return
+                progress.advance(task, len(self.etcd))
+                if not self.interactive:
+                    self.say(f"started etcd ({', '.join(plan_member.client for plan_member in plan.etcd)})")
+            for child in self.orderers.values():
+                await self._interruptible(child.start(options.start_timeout))
+                if self._stop.is_set():
+                    return
+                progress.advance(task)
+                if not self.interactive:
+                    self.say(f"started {child.name} ({child.ready_line})")
 
             async def start_peer(child: Child) -> None:
                 await child.start(options.start_timeout)
@@ -962,12 +1137,19 @@ class NetworkUp:
         spawned = [c for c in self.peers.values() if c.proc is not None]
         if spawned:
             await asyncio.gather(*(c.stop(self.options.stop_timeout) for c in spawned))
-        if self.orderer is not None:
-            await self.orderer.stop(self.options.stop_timeout)
+        started = [c for c in self.orderers.values() if c.proc is not None]
+        if started:
+            await asyncio.gather(*(c.stop(self.options.stop_timeout) for c in started))
+        members = [c for c in self.etcd.values() if c.proc is not None]
+        if members:  # last: the orderers need etcd until they stop
+            await asyncio.gather(*(c.stop(self.options.stop_timeout) for c in members))
         if self._up and self.plan is not None:
             root = self.plan.layout.root
+            what = "the orderer" if len(self.orderers) <= 1 else f"{len(self.orderers)} orderers"
+            if members:
+                what += f" and {len(members)} etcd members"
             self.say(
-                f"stopped {len(spawned)} peers and the orderer; ledgers kept in {root} "
+                f"stopped {len(spawned)} peers and {what}; ledgers kept in {root} "
                 f"(`rumor network up --dir {root}` resumes them)"
             )
         if self._runner is not None:

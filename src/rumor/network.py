@@ -1,7 +1,10 @@
 """Scaffolding for a whole network on one machine: ``rumor network init``.
 
     DIR/crypto/                    crypto material in cryptogen's layout
-    DIR/orderer/orderer.yaml       the ordering service (port P)
+    DIR/orderer/orderer.yaml       the ordering service (port P), with ``orderers=1`` (Consensus.Type solo)
+    DIR/orderers/<id>/orderer.yaml with ``orderers=N``: orderers 1..N-1 on ports P+200+k, Consensus.Type etcd
+    DIR/etcd/<member>/etcd.yaml    with ``consensus="etcd"``: one etcd member each (client port P+220+2k,
+                                   peer port P+221+2k), as many members as orderers
     DIR/peers/<peer id>/core.yaml  one per peer: gossip port P+1+k, operations port P+101+k
     DIR/channels/<channel>.block   the channel's genesis block (every org a member, unless ``channel_orgs``)
     DIR/network.yaml               what was generated, read back by ``network up`` and the clients
@@ -42,7 +45,10 @@ from rumor.config import (
 )
 from rumor.crypto.identity import load_signing_identity
 from rumor.crypto.material import NetworkSpec, default_spec, generate
+from rumor.etcdnet import ETCD_MAX_REQUEST_BYTES, EtcdMember, write_cluster
 from rumor.orderer.config import (
+    ConsensusConfig,
+    EtcdConsensusConfig,
     FileLedgerConfig,
     GeneralConfig,
     OrdererConfig,
@@ -68,6 +74,20 @@ class PeerEntry:
 
 
 @dataclass(frozen=True)
+class OrdererEntry:
+    id: str
+    endpoint: str
+    config: Path
+
+
+@dataclass(frozen=True)
+class EtcdEntry:
+    name: str
+    endpoint: str
+    config: Path
+
+
+@dataclass(frozen=True)
 class NetworkLayout:
     """What ``init_network`` wrote (and ``load_layout`` reads back)."""
 
@@ -78,6 +98,18 @@ class NetworkLayout:
     peers: tuple[PeerEntry, ...]
     channel_orgs: tuple[str, ...] = ()
     """MSP IDs of the channel's member orgs; empty when every org is a member."""
+    orderers: tuple[OrdererEntry, ...] = ()
+    """Every orderer (the first is ``orderer_endpoint``/``orderer_config``); empty in a manifest of before."""
+    etcd: tuple[EtcdEntry, ...] = ()
+    """The etcd members of an etcd ordering service; empty with solo."""
+
+    @property
+    def consensus(self) -> str:
+        return "etcd" if self.etcd else "solo"
+
+    @property
+    def orderer_endpoints(self) -> list[str]:
+        return [o.endpoint for o in self.orderers] or [self.orderer_endpoint]
 
     @property
     def genesis(self) -> Path:
@@ -88,13 +120,20 @@ class NetworkLayout:
         return not self.channel_orgs or peer.org in self.channel_orgs
 
 
-def layout_ports(base_port: int, peers: int) -> list[int]:
+def layout_ports(base_port: int, peers: int, orderers: int = 1, etcd: int = 0) -> list[int]:
     """The ports a network of ``peers`` peers takes from ``base_port`` on: the orderer's, then each peer's
-    gossip port (base + 1 + k) and operations port (base + 101 + k)."""
-    return [base_port, *(base_port + 1 + k for k in range(peers)), *(base_port + 101 + k for k in range(peers))]
+    gossip port (base + 1 + k) and operations port (base + 101 + k); further orderers at base + 200 + k, etcd
+    members' client and peer ports at base + 220 + 2k and base + 221 + 2k."""
+    return [
+        base_port,
+        *(base_port + 1 + k for k in range(peers)),
+        *(base_port + 101 + k for k in range(peers)),
+        *(base_port + 200 + k for k in range(1, orderers)),
+        *(base_port + 220 + j for j in range(2 * etcd)),
+    ]
 
 
-def free_base_port(peers: int, rng: random.Random | None = None) -> int:
+def free_base_port(peers: int, rng: random.Random | None = None, *, orderers: int = 1, etcd: int = 0) -> int:
     """A base port whose ``layout_ports`` are all free on 127.0.0.1 now (for tests and benchmarks).
 
     Drawn below the kernel's ephemeral range, so that outgoing connections of other processes cannot take
@@ -107,9 +146,26 @@ def free_base_port(peers: int, rng: random.Random | None = None) -> int:
     rng = rng or random.Random(os.urandom(8))
     for _ in range(200):
         base = rng.randrange(10000, top)
-        if all(_port_free(port) for port in layout_ports(base, peers)):
+        if all(_port_free(port) for port in layout_ports(base, peers, orderers, etcd)):
             return base
     raise NetworkInitError("no free range of ports found on 127.0.0.1")
+
+
+def free_ports(count: int, rng: random.Random | None = None) -> list[int]:
+    """``count`` distinct ports free on 127.0.0.1 now, below the ephemeral range (for etcd members in tests)."""
+    low = 32768
+    with contextlib.suppress(OSError, ValueError):
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    top = max(low, 12000) - 1
+    rng = rng or random.Random(os.urandom(8))
+    ports: list[int] = []
+    for _ in range(50 * count):
+        port = rng.randrange(10000, top)
+        if port not in ports and _port_free(port):
+            ports.append(port)
+            if len(ports) == count:
+                return ports
+    raise NetworkInitError("no free ports found on 127.0.0.1")
 
 
 def _port_free(port: int) -> bool:
@@ -139,8 +195,14 @@ def init_network(
     spec: NetworkSpec | None = None,
     channel_orgs: Sequence[str] | None = None,
     gossip_overrides: Mapping[str, object] | None = None,
+    orderers: int = 1,
+    consensus: str = "solo",
+    lease_ttl: float = 5.0,
 ) -> NetworkLayout:
     """Write a complete network under ``out`` (which must be empty or absent).
+
+    ``orderers`` > 1 needs ``consensus="etcd"``: an etcd cluster of as many members as orderers is written too,
+    and every orderer is one node of the etcd ordering service (``lease_ttl``: Consensus.Etcd.LeaseTTL).
 
     ``max_message_count`` caps the envelopes per block (the orderer's default otherwise);
     ``channel_orgs`` names the MSP IDs of the channel's member orgs (default: all; the
@@ -149,9 +211,19 @@ def init_network(
     out = Path(out).resolve()
     if out.exists() and any(out.iterdir()):
         raise NetworkInitError(f"{out} is not empty; choose an empty directory (or remove it)")
-    if not 1 <= base_port <= 65535 - 200:
-        raise NetworkInitError(f"--base-port {base_port}: expected a port between 1 and 65335")
+    if not 1 <= base_port <= 65535 - 240:
+        raise NetworkInitError(f"--base-port {base_port}: expected a port between 1 and 65295")
+    if consensus not in ("solo", "etcd"):
+        raise NetworkInitError(f"--consensus {consensus}: expected solo or etcd")
+    if not 1 <= orderers <= 9:
+        raise NetworkInitError(f"--orderers {orderers}: expected 1 to 9")
+    if orderers > 1 and consensus != "etcd":
+        raise NetworkInitError(f"--orderers {orderers}: several orderers need --consensus etcd (solo is one node)")
     spec = spec or default_spec(orgs, peers_per_org)
+    if orderers > len(spec.orderer_orgs[0].orderers):
+        first = spec.orderer_orgs[0]
+        names = (*first.orderers, *(f"orderer{i}" for i in range(len(first.orderers), orderers)))
+        spec = replace(spec, orderer_orgs=(replace(first, orderers=names), *spec.orderer_orgs[1:]))
     all_mspids = [o.mspid for o in spec.peer_orgs]
     members = tuple(channel_orgs) if channel_orgs is not None else ()
     unknown = sorted(set(members) - set(all_mspids))
@@ -163,9 +235,11 @@ def init_network(
     material = generate(spec, crypto)
     del material
     orderer_org = spec.orderer_orgs[0]
-    orderer_host = f"{orderer_org.orderers[0]}.{orderer_org.domain}"
+    orderer_hosts = [f"{name}.{orderer_org.domain}" for name in orderer_org.orderers[:orderers]]
+    orderer_endpoints = [f"127.0.0.1:{base_port if k == 0 else base_port + 200 + k}" for k in range(orderers)]
+    orderer_host = orderer_hosts[0]
     orderer_dir = crypto / "ordererOrganizations" / orderer_org.domain / "orderers" / orderer_host
-    orderer_endpoint = f"127.0.0.1:{base_port}"
+    orderer_endpoint = orderer_endpoints[0]
 
     all_tls_cas = [
         crypto / "peerOrganizations" / o.domain / "tlsca" / f"tlsca.{o.domain}-cert.pem" for o in spec.peer_orgs
@@ -226,44 +300,81 @@ def init_network(
             k += 1
 
     orderer_cfg = channelconfig.orderer_org_config(
-        orderer_org.mspid, crypto / "ordererOrganizations" / orderer_org.domain / "msp", [orderer_endpoint]
+        orderer_org.mspid, crypto / "ordererOrganizations" / orderer_org.domain / "msp", orderer_endpoints
     )
     batch = (
         channelconfig.batch_config(batch_timeout=batch_timeout)
         if max_message_count is None
         else channelconfig.batch_config(batch_timeout=batch_timeout, max_message_count=max_message_count)
     )
-    config_msg = channelconfig.channel_config(channel, org_configs, [orderer_cfg], batch)
+    # ConsensusType names how the orderers agree; a Fabric peer does not read it.
+    config_msg = channelconfig.channel_config(channel, org_configs, [orderer_cfg], batch, consensus_type=consensus)
     signer = load_signing_identity(orderer_dir / "msp", orderer_org.mspid)
     genesis = channelconfig.genesis_block(config_msg, signer)
     block_path = out / "channels" / f"{channel}.block"
     block_path.parent.mkdir(parents=True)
     channelconfig.save_block(block_path, genesis)
 
-    orderer_home = out / "orderer"
-    orderer_home.mkdir()
-    orderer_config = OrdererConfig(
-        general=GeneralConfig(
-            listen_address=orderer_endpoint,
-            local_msp_dir=_rel(orderer_dir / "msp", orderer_home),
-            local_msp_id=orderer_org.mspid,
-            tls=OrdererTLSConfig(
-                enabled=tls,
-                certificate=_rel(orderer_dir / "tls" / "server.crt", orderer_home),
-                private_key=_rel(orderer_dir / "tls" / "server.key", orderer_home),
-                root_cas=(_rel(orderer_dir / "tls" / "ca.crt", orderer_home),),
+    etcd_entries: list[EtcdEntry] = []
+    etcd_config = None
+    if consensus == "etcd":
+        etcd_members = [
+            EtcdMember(f"etcd{k}", "127.0.0.1", base_port + 220 + 2 * k, base_port + 221 + 2 * k)
+            for k in range(orderers)
+        ]
+        paths = write_cluster(out / "etcd", etcd_members)
+        etcd_entries = [EtcdEntry(m.name, m.client_endpoint, p) for m, p in zip(etcd_members, paths, strict=True)]
+        etcd_config = EtcdConsensusConfig(
+            endpoints=tuple(m.client_endpoint for m in etcd_members),
+            lease_ttl=lease_ttl,
+            max_request_bytes=ETCD_MAX_REQUEST_BYTES,
+        )
+    orderer_entries: list[OrdererEntry] = []
+    for k, (host, endpoint) in enumerate(zip(orderer_hosts, orderer_endpoints, strict=True)):
+        node_dir = crypto / "ordererOrganizations" / orderer_org.domain / "orderers" / host
+        # the first one where a single orderer lives (`rumor submit --network` finds it there)
+        orderer_home = out / "orderer" if k == 0 else out / "orderers" / host
+        orderer_home.mkdir(parents=True)
+        consensus_config = ConsensusConfig()
+        if etcd_config is not None:
+            # each orderer lists its own member first: its requests go there while it is up
+            own = (*etcd_config.endpoints[k:], *etcd_config.endpoints[:k])
+            consensus_config = ConsensusConfig(type="etcd", etcd=replace(etcd_config, endpoints=own, node_id=host))
+        orderer_config = OrdererConfig(
+            general=GeneralConfig(
+                listen_address=endpoint,
+                local_msp_dir=_rel(node_dir / "msp", orderer_home),
+                local_msp_id=orderer_org.mspid,
+                tls=OrdererTLSConfig(
+                    enabled=tls,
+                    certificate=_rel(node_dir / "tls" / "server.crt", orderer_home),
+                    private_key=_rel(node_dir / "tls" / "server.key", orderer_home),
+                    root_cas=(_rel(node_dir / "tls" / "ca.crt", orderer_home),),
+                ),
             ),
-        ),
-        file_ledger=FileLedgerConfig(location="data"),
-        channels=(_rel(block_path, orderer_home),),
-    )
-    orderer_config_path = orderer_home / "orderer.yaml"
-    orderer_config_path.write_text(orderer_config_to_yaml(orderer_config, header="rumor ordering service"))
+            file_ledger=FileLedgerConfig(location="data"),
+            channels=(_rel(block_path, orderer_home),),
+            consensus=consensus_config,
+        )
+        config_path = orderer_home / "orderer.yaml"
+        config_path.write_text(orderer_config_to_yaml(orderer_config, header=f"rumor ordering service: {host}"))
+        orderer_entries.append(OrdererEntry(host, endpoint, config_path))
+    orderer_config_path = orderer_entries[0].config
 
-    layout = NetworkLayout(out, channel, orderer_endpoint, orderer_config_path, tuple(peers), members)
+    layout = NetworkLayout(
+        out,
+        channel,
+        orderer_endpoint,
+        orderer_config_path,
+        tuple(peers),
+        members,
+        tuple(orderer_entries),
+        tuple(etcd_entries),
+    )
     manifest: dict[str, object] = {
         "channel": channel,
         "orderer": {"endpoint": orderer_endpoint, "config": _rel(orderer_config_path, out)},
+        "orderers": [{"id": o.id, "endpoint": o.endpoint, "config": _rel(o.config, out)} for o in orderer_entries],
         "peers": [
             {
                 "id": p.id,
@@ -277,6 +388,10 @@ def init_network(
     }
     if members:
         manifest["channel_orgs"] = list(members)
+    if etcd_entries:
+        manifest["etcd"] = [
+            {"name": e.name, "endpoint": e.endpoint, "config": _rel(e.config, out)} for e in etcd_entries
+        ]
     (out / MANIFEST).write_text(yaml.safe_dump(manifest, sort_keys=False))
     return layout
 
@@ -324,6 +439,8 @@ def load_layout(root: Path) -> NetworkLayout:
             root / data["orderer"]["config"],
             peers,
             tuple(data.get("channel_orgs") or ()),
+            tuple(OrdererEntry(o["id"], o["endpoint"], root / o["config"]) for o in data.get("orderers") or ()),
+            tuple(EtcdEntry(e["name"], e["endpoint"], root / e["config"]) for e in data.get("etcd") or ()),
         )
     except (KeyError, TypeError, yaml.YAMLError) as exc:
         raise NetworkInitError(f"{path} is damaged: {exc}") from None

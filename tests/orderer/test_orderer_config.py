@@ -153,3 +153,52 @@ def test_fabric_split_listen_address_and_port(tmp_path: Path) -> None:
     path.write_text("General:\n  ListenAddress: 127.0.0.1:7050\n  ListenPort: 7051\n")
     with pytest.raises(ConfigError, match="already names a port"):
         load_orderer_config(path, env={})
+
+
+ETCD = """\
+Consensus:
+  Type: etcd
+  WALDir: /var/hyperledger/production/orderer/etcdraft/wal   # Fabric's; ignored
+  Etcd:
+    Endpoints: [etcd-a:2379, etcd-b:2379]
+    NodeID: orderer1
+    KeyPrefix: /ordering
+    LeaseTTL: 3s
+    TLS:
+      Enabled: true
+      RootCAs: [etcd/ca.crt]
+"""
+
+
+def test_consensus_etcd_keys(tmp_path: Path) -> None:
+    path = write(tmp_path, ETCD)
+    config = load_orderer_config(path, env={"ORDERER_CONSENSUS_ETCD_REQUESTTIMEOUT": "2s"})
+    etcd = config.consensus.etcd
+    assert config.consensus.type == "etcd"
+    assert etcd.endpoints == ("etcd-a:2379", "etcd-b:2379")
+    assert (etcd.node_id, etcd.key_prefix, etcd.lease_ttl, etcd.request_timeout) == ("orderer1", "/ordering", 3.0, 2.0)
+    assert etcd.tls.root_cas == (str(path.parent / "etcd" / "ca.crt"),)
+    assert load_orderer_config(None, env={}).consensus.type == "solo"  # the default
+    again = write(tmp_path, orderer_config_to_yaml(config))
+    assert load_orderer_config(again, env={}) == load_orderer_config(again, env={})
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("Consensus:\n  Type: raft\n", "Consensus.Type"),
+        ("Consensus:\n  Type: etcd\n  Etcd:\n    Endpoints: []\n", "Consensus.Etcd.Endpoints"),
+        ("Consensus:\n  Type: etcd\n  Etcd:\n    KeyPrefix: rumor/\n", "Consensus.Etcd.KeyPrefix"),
+        ("Consensus:\n  Type: etcd\n  Etcd:\n    NodeID: a/b\n", "Consensus.Etcd.NodeID"),
+        (
+            "Consensus:\n  Type: etcd\n  Etcd:\n    RetainBytes: 1000\n    MaxQueueBytes: 1000\n",
+            "Consensus.Etcd.RetainBytes",
+        ),
+        ("Consensus:\n  Type: etcd\n  Etcd:\n    TLS: {Enabled: true}\n", "Consensus.Etcd.TLS.RootCAs"),
+        ("Consensus:\n  Type: etcd\n  Etcd:\n    Endpoints: [nohost]\n", "Consensus.Etcd.Endpoints"),
+    ],
+)
+def test_consensus_etcd_errors_name_the_key(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_orderer_config(write(tmp_path, text), env={})
+    assert info.value.key == key or key in str(info.value)

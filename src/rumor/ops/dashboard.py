@@ -158,6 +158,7 @@ class DashboardModel:
         processes: Mapping[str, str] | None = None,
         controllable: bool = False,
         load: Mapping[str, Any] | None = None,
+        ordering: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Take one round of polls and return the snapshot.
 
@@ -202,6 +203,8 @@ class DashboardModel:
         if self.view == "network":  # one peer's own heights say nothing about reaching every peer
             self._track_latency(now, wall, channels, reachable)
         snapshot = self._snapshot(now, wall, channels, statuses, observed_keys, processes, controllable, load)
+        # the ordering service as its runner sees it (network up: orderers, each channel's cutter, etcd members)
+        snapshot["ordering"] = dict(ordering) if ordering is not None else None
         self._last = snapshot
         return snapshot
 
@@ -515,6 +518,7 @@ class Dashboard:
             processes=controls.processes() if controls else None,
             controllable=controls is not None,
             load=controls.load_state() if controls else None,
+            ordering=ordering() if (ordering := getattr(controls, "ordering_state", None)) else None,
         )
         events = self.model.take_new_events()
         if events:

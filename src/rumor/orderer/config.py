@@ -19,6 +19,14 @@
       Location: /var/hyperledger/production/orderer   # holds ledger.sqlite
     Channels:                              # genesis blocks of the channels to serve
       - channels/mychannel.block
+    Consensus:
+      Type: solo                           # solo: this process alone; etcd: several orderers on an etcd cluster
+      Etcd:                                # only with Type: etcd (docs/ordering.md)
+        Endpoints: [127.0.0.1:2379]
+        NodeID: orderer0                   # unique and stable per orderer
+        KeyPrefix: /rumor/orderer
+        LeaseTTL: 5s
+        TLS: {Enabled: false, RootCAs: [], Certificate: "", PrivateKey: ""}
 
 Batch settings are not here: they belong to each channel and come from its genesis block.
 
@@ -51,6 +59,7 @@ from rumor.config import (
     ConfigError,
     MiB,
     _build,
+    _check_endpoint,
     _check_listen_address,
     _check_type,
     _Leaf,
@@ -61,11 +70,15 @@ from rumor.config import (
     _show,
     _walk_schema,
     _walk_yaml,
+    format_duration,
     setting,
 )
 
 __all__ = [
     "ENV_PREFIX",
+    "ConsensusConfig",
+    "EtcdConsensusConfig",
+    "EtcdTLSConfig",
     "FileLedgerConfig",
     "GeneralConfig",
     "OrdererConfig",
@@ -144,6 +157,90 @@ class FileLedgerConfig:
 
 
 @dataclass(frozen=True)
+class EtcdTLSConfig:
+    """TLS to the etcd cluster (``Consensus.Etcd.TLS``)."""
+
+    enabled: bool = setting("Enabled", False, "Talk to etcd over TLS.")
+    root_cas: tuple[str, ...] = setting("RootCAs", (), "PEM CA certificates of etcd's server certificates.", path=True)
+    certificate: str = setting(
+        "Certificate", "", "PEM client certificate, when etcd requires one (--client-cert-auth).", path=True
+    )
+    private_key: str = setting("PrivateKey", "", "PEM private key of that certificate.", path=True)
+
+
+@dataclass(frozen=True)
+class EtcdConsensusConfig:
+    """The etcd cluster that orders the envelopes (``Consensus.Etcd``), read with ``Consensus.Type: etcd``."""
+
+    endpoints: tuple[str, ...] = setting(
+        "Endpoints",
+        ("127.0.0.1:2379",),
+        "Client addresses (host:port) of the etcd members; requests move to the next one when one fails.",
+        check=_check_endpoint,
+    )
+    node_id: str = setting(
+        "NodeID",
+        "",
+        "This orderer's name among the orderers of the cluster: unique, and the same across restarts (empty: the "
+        "host name and the listen port).",
+    )
+    key_prefix: str = setting("KeyPrefix", "/rumor/orderer", "Prefix of every key the orderers keep in etcd.")
+    lease_ttl: float = setting(
+        "LeaseTTL",
+        5.0,
+        "TTL of this orderer's etcd lease (whole seconds, at least etcd's minimum of 2s with its default election "
+        "timeout): a cutter that stops renewing it loses its channels within this time and can no longer write.",
+        positive=True,
+    )
+    request_timeout: float = setting(
+        "RequestTimeout",
+        5.0,
+        "Deadline of one etcd request; Broadcast answers SERVICE_UNAVAILABLE when etcd takes longer.",
+        positive=True,
+    )
+    max_request_bytes: int = setting(
+        "MaxRequestBytes",
+        1572864,
+        "etcd's --max-request-bytes (default 1.5 MiB): envelopes that cannot fit one request are refused with "
+        "REQUEST_ENTITY_TOO_LARGE, and batches of envelopes are packed below it.",
+        positive=True,
+    )
+    max_txn_ops: int = setting(
+        "MaxTxnOps", 128, "etcd's --max-txn-ops (default 128): envelopes per etcd transaction at most.", positive=True
+    )
+    max_queue_bytes: int = setting(
+        "MaxQueueBytes",
+        256 * MiB,
+        "Bound of a channel's queue in etcd (envelopes not yet cut, and those kept for an orderer that is "
+        "behind): past it Broadcast answers SERVICE_UNAVAILABLE. Each orderer holds at most this much in memory.",
+        positive=True,
+    )
+    retain_bytes: int = setting(
+        "RetainBytes",
+        128 * MiB,
+        "Envelopes of blocks some orderer has not stored yet that etcd keeps for it; past this the oldest blocks "
+        "leave etcd anyway, and that orderer reports the channel behind (restore it from another orderer's ledger).",
+        positive=True,
+    )
+    tls: EtcdTLSConfig = field(default_factory=EtcdTLSConfig, metadata={"key": "TLS", "doc": "TLS to etcd."})
+
+
+@dataclass(frozen=True)
+class ConsensusConfig:
+    """Who orders (``Consensus``): this process alone, or the orderers of an etcd cluster together."""
+
+    type: str = setting(
+        "Type",
+        "solo",
+        "solo (one orderer, its pending queue on its own disk) or etcd (several orderers, the order kept by etcd).",
+        choices=("solo", "etcd"),
+    )
+    etcd: EtcdConsensusConfig = field(
+        default_factory=EtcdConsensusConfig, metadata={"key": "Etcd", "doc": "The etcd cluster (Type: etcd)."}
+    )
+
+
+@dataclass(frozen=True)
 class OrdererConfig:
     """The whole configuration of rumor's ordering service, as laid out in orderer.yaml."""
 
@@ -153,6 +250,9 @@ class OrdererConfig:
     )
     channels: tuple[str, ...] = setting(
         "Channels", (), "Genesis block files of the channels to create (rumor's key).", path=True
+    )
+    consensus: ConsensusConfig = field(
+        default_factory=ConsensusConfig, metadata={"key": "Consensus", "doc": "Who orders: solo or etcd."}
     )
 
 
@@ -175,7 +275,9 @@ FABRIC_KEYS_IGNORED: frozenset[str] = frozenset(
         "Metrics",
         "Admin",
         "ChannelParticipation",
-        "Consensus",
+        "Consensus.WALDir",
+        "Consensus.SnapDir",
+        "Consensus.EvictionSuspicion",
         "Kafka",
         "MSPConfigs",
     }
@@ -307,6 +409,9 @@ def validate_orderer_config(config: OrdererConfig) -> None:
                 raise ConfigError(f"{leaf.path}: {value} is negative (expected 0 or more)", key=leaf.path)
             if leaf.meta["positive"] and value == 0:
                 raise ConfigError(f"{leaf.path}: 0 is not allowed (expected more than 0)", key=leaf.path)
+        choices = leaf.meta["choices"]
+        if choices and value not in choices:
+            raise ConfigError(f"{leaf.path}: {_show(value)} is not one of {', '.join(choices)}", key=leaf.path)
         check = leaf.meta["check"]
         if check is not None:
             for item in value if leaf.kind == "list" else (value,):
@@ -339,6 +444,40 @@ def validate_orderer_config(config: OrdererConfig) -> None:
             "General.TLS.ClientAuthRequired: true while General.TLS.Enabled is false (expected TLS on)",
             key="General.TLS.ClientAuthRequired",
         )
+    etcd = config.consensus.etcd
+    if config.consensus.type == "etcd":
+        if not etcd.endpoints:
+            raise ConfigError(
+                "Consensus.Etcd.Endpoints: empty while Consensus.Type is etcd (expected host:port of each member)",
+                key="Consensus.Etcd.Endpoints",
+            )
+        if not etcd.key_prefix.startswith("/") or etcd.key_prefix.endswith("/"):
+            raise ConfigError(
+                f"Consensus.Etcd.KeyPrefix: {etcd.key_prefix!r} (expected a path starting with / and not ending "
+                "with one, e.g. /rumor/orderer)",
+                key="Consensus.Etcd.KeyPrefix",
+            )
+        if "/" in etcd.node_id:
+            raise ConfigError(
+                f"Consensus.Etcd.NodeID: {etcd.node_id!r} contains a / (expected a plain name)",
+                key="Consensus.Etcd.NodeID",
+            )
+        if etcd.retain_bytes >= etcd.max_queue_bytes:
+            raise ConfigError(
+                f"Consensus.Etcd.RetainBytes: {etcd.retain_bytes} is not below MaxQueueBytes {etcd.max_queue_bytes} "
+                "(what is kept for a late orderer must leave room for new envelopes)",
+                key="Consensus.Etcd.RetainBytes",
+            )
+        if etcd.tls.enabled and not etcd.tls.root_cas:
+            raise ConfigError(
+                "Consensus.Etcd.TLS.RootCAs: empty while Consensus.Etcd.TLS.Enabled is true (expected etcd's CA)",
+                key="Consensus.Etcd.TLS.RootCAs",
+            )
+        if bool(etcd.tls.certificate) != bool(etcd.tls.private_key):
+            raise ConfigError(
+                "Consensus.Etcd.TLS: Certificate and PrivateKey go together (expected both or neither)",
+                key="Consensus.Etcd.TLS.Certificate",
+            )
 
 
 def orderer_config_to_yaml(config: OrdererConfig, *, header: str | None = None) -> str:
@@ -349,7 +488,11 @@ def orderer_config_to_yaml(config: OrdererConfig, *, header: str | None = None) 
         for seg in leaf.segments[:-1]:
             node = node.setdefault(seg, {})
         value = _get(config, leaf.attrs)
-        node[leaf.segments[-1]] = list(value) if leaf.kind == "list" else value
+        if leaf.kind == "list":
+            value = list(value)
+        elif leaf.kind == "duration":
+            value = format_duration(value)
+        node[leaf.segments[-1]] = value
     body = yaml.safe_dump(tree, sort_keys=False, default_flow_style=False, allow_unicode=True, width=1000)
     if header is None:
         return body

@@ -44,6 +44,7 @@ import contextlib
 import errno
 import hashlib
 import logging
+import socket
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -80,8 +81,10 @@ from rumor.ledger import Ledger, LedgerError
 from rumor.ledger.health import StorageHealth
 from rumor.ledger.store import LedgerStorageError
 from rumor.lockfile import DirectoryLock, DirectoryLocked
-from rumor.orderer.config import OrdererConfig
+from rumor.orderer.config import EtcdConsensusConfig, OrdererConfig
 from rumor.orderer.cutter import BatchSettings, BlockCutter, EnvelopeTooLarge
+from rumor.orderer.etcd import EtcdClient, EtcdTLS
+from rumor.orderer.etcdorder import TXN_OVERHEAD, EtcdOrdering, QueueFull
 from rumor.policies import PolicyError
 from rumor.wire.pb.common import common_pb2
 from rumor.wire.pb.orderer import ab_pb2
@@ -184,6 +187,7 @@ class _Channel:
 
 
 LAST_CONFIG_INDEX = common_pb2.BlockMetadataIndex.Value("LAST_CONFIG")
+_Admitted = tuple[_Channel, bytes, "asyncio.Future[ab_pb2.BroadcastResponse]"]
 
 
 def _tls_binding_problem(opened: OpenedEnvelope, context: grpc.aio.ServicerContext | None) -> str | None:
@@ -264,6 +268,7 @@ class Orderer:
         close_ledger: bool = False,
         stop_grace: float = 5.0,
         store_retry: float = STORE_RETRY,
+        etcd: EtcdConsensusConfig | None = None,
     ) -> None:
         match = _HOST_PORT.fullmatch(listen_address)
         if match is None:
@@ -303,6 +308,9 @@ class Orderer:
         self._persist_wakeup: asyncio.Event | None = None
         self._persister: asyncio.Task[None] | None = None
         self._persist_done = False
+        self._etcd_config = etcd
+        self.etcd: EtcdOrdering | None = None
+        """With ``Consensus.Type: etcd``, the etcd side (its ``status(channel)``: cutter, queue, heights)."""
 
     @classmethod
     def from_config(cls, config: OrdererConfig) -> Orderer:
@@ -341,6 +349,7 @@ class Orderer:
             max_recv_msg_size=general.max_recv_msg_size,
             max_send_msg_size=general.max_send_msg_size,
             close_ledger=True,
+            etcd=config.consensus.etcd if config.consensus.type == "etcd" else None,
         )
 
     # ----------------------------------------------------------------------------------------------
@@ -435,8 +444,13 @@ class Orderer:
             self._lock.release()
             raise
         self._server, self._port = server, port
+        if self._etcd_config is not None:
+            self.etcd = self._new_etcd(self._etcd_config)
+            for channel in self._channels.values():
+                self.etcd.add_channel(channel.name, channel.cutter.settings)
+            await self.etcd.start()
         now = self._clock()
-        for channel in self._channels.values():
+        for channel in self._channels.values() if self.etcd is None else ():
             # Envelopes acknowledged before a crash and in no block yet are cut first, in their order.
             recovered = self._ledger.pending(channel.name)
             for seq, raw in recovered:
@@ -452,10 +466,11 @@ class Orderer:
         self._persister = asyncio.create_task(self._persist(), name="orderer-persist")
         self._timer = asyncio.create_task(self._run_timer(), name="orderer-timer")
         log.info(
-            "orderer %s listening on %s (%s), channels: %s",
+            "orderer %s listening on %s (%s, %s), channels: %s",
             self._signer.mspid,
             self.address,
             "TLS" if self._tls else "plaintext",
+            "solo" if self.etcd is None else f"etcd node {self.etcd.node_id} on {','.join(self.etcd.client.endpoints)}",
             ", ".join(f"{name} (height {self.height(name)})" for name in self.channels),
         )
 
@@ -479,7 +494,10 @@ class Orderer:
             self._persist_wakeup.set()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._persister
-        for channel in self._channels.values():
+        if self.etcd is not None:
+            # what was acknowledged is in etcd: the next cutter (or this node's next start) cuts it
+            await self.etcd.stop()
+        for channel in self._channels.values() if self.etcd is None else ():
             rest = channel.cutter.cut()
             if rest:
                 channel.queue.put_nowait(self._batch(channel, rest))
@@ -615,19 +633,23 @@ class Orderer:
             self.storage.stored(channel.name)
         return []
 
+    def _make_block(self, channel: _Channel, number: int, previous: bytes, batch: list[bytes]) -> common_pb2.Block:
+        block = new_block(number, previous, batch)
+        # Fabric v2's metadata: the signed OrdererBlockMetadata names the newest config block, and the
+        # LAST_CONFIG slot repeats it unsigned for older readers; TRANSACTIONS_FILTER is the committer's.
+        sign_block(block, self._signer, value=orderer_block_metadata(channel.last_config))
+        block.metadata.metadata[LAST_CONFIG_INDEX] = common_pb2.Metadata(
+            value=common_pb2.LastConfig(index=channel.last_config).SerializeToString(deterministic=True)
+        ).SerializeToString(deterministic=True)
+        return block
+
     async def _commit(self, channel: _Channel, batches: list[tuple[list[bytes], int]]) -> None:
         number = self._ledger.height(channel.name)
         previous = self._ledger.last_hash(channel.name)
         raws: list[bytes] = []
         consumed = max(seq for _, seq in batches)
         for batch, _ in batches:
-            block = new_block(number, previous, batch)
-            # Fabric v2's metadata: the signed OrdererBlockMetadata names the newest config block, and the
-            # LAST_CONFIG slot repeats it unsigned for older readers; TRANSACTIONS_FILTER is the committer's.
-            sign_block(block, self._signer, value=orderer_block_metadata(channel.last_config))
-            block.metadata.metadata[LAST_CONFIG_INDEX] = common_pb2.Metadata(
-                value=common_pb2.LastConfig(index=channel.last_config).SerializeToString(deterministic=True)
-            ).SerializeToString(deterministic=True)
+            block = self._make_block(channel, number, previous, batch)
             raws.append(block.SerializeToString(deterministic=True))
             previous = block_header_hash(block.header)
             number += 1
@@ -758,6 +780,9 @@ class Orderer:
                 self._persist_wakeup.clear()
                 continue
             items, self._to_persist = self._to_persist, []
+            if self.etcd is not None:
+                await self._persist_etcd(items)
+                continue
             try:
                 seqs = await asyncio.to_thread(self._ledger.add_pending, [(c.name, raw) for c, raw, _ in items])
             except Exception as exc:  # nothing was stored: every envelope of the round is refused, none lost
@@ -778,6 +803,54 @@ class Orderer:
                     answer.set_result(_broadcast_reply(Status.SUCCESS))
             if rearm:
                 self._timer_wakeup.set()
+
+    async def _persist_etcd(self, items: list[_Admitted]) -> None:
+        """SUCCESS once etcd committed the envelope to the channel's queue; SERVICE_UNAVAILABLE when it did not
+        answer (the envelope may then be ordered all the same: the client cannot tell, as with any timeout)."""
+        assert self.etcd is not None
+        results = await self.etcd.append([(c.name, raw) for c, raw, _ in items])
+        for (_, _, answer), problem in zip(items, results, strict=True):
+            if answer.done():
+                continue
+            if problem is None:
+                answer.set_result(_broadcast_reply(Status.SUCCESS))
+            else:
+                answer.set_result(_broadcast_reply(Status.SERVICE_UNAVAILABLE, f"{problem}; try again later"))
+
+    def _new_etcd(self, config: EtcdConsensusConfig) -> EtcdOrdering:
+        tls = None
+        if config.tls.enabled:
+            try:
+                tls = EtcdTLS(
+                    b"".join(_read(p, "etcd CA") for p in config.tls.root_cas),
+                    _read(config.tls.certificate, "etcd client certificate") if config.tls.certificate else None,
+                    _read(config.tls.private_key, "etcd client key") if config.tls.private_key else None,
+                )
+            except OrdererError as exc:
+                raise OrdererError(f"Consensus.Etcd.TLS: {exc}") from None
+        client = EtcdClient(
+            config.endpoints,
+            tls=tls,
+            request_timeout=config.request_timeout,
+            max_message_bytes=max(64 * MiB, 2 * config.max_request_bytes),
+        )
+        node_id = config.node_id or f"{socket.gethostname()}:{self.port}"
+        return EtcdOrdering(
+            client,
+            self._ledger,
+            node_id=node_id,
+            key_prefix=config.key_prefix,
+            lease_ttl=config.lease_ttl,
+            max_request_bytes=config.max_request_bytes,
+            max_txn_ops=config.max_txn_ops,
+            max_queue_bytes=config.max_queue_bytes,
+            retain_bytes=config.retain_bytes,
+            make_block=lambda name, number, previous, batch: self._make_block(
+                self._channels[name], number, previous, batch
+            ),
+            committed=lambda name: self._channels[name].notify(),
+            clock=self._clock,
+        )
 
     def _cut(self, channel: _Channel, raw: bytes, seq: int, now: float) -> bool:
         """Give a durable envelope to the channel's cutter; whether its batch deadline changed."""
@@ -819,6 +892,20 @@ class Orderer:
             channel.cutter.check_size(raw)
         except EnvelopeTooLarge as exc:
             return _broadcast_reply(Status.REQUEST_ENTITY_TOO_LARGE, str(exc))
+        if self.etcd is not None:
+            if len(raw) > self.etcd.max_envelope_bytes():
+                return _broadcast_reply(
+                    Status.REQUEST_ENTITY_TOO_LARGE,
+                    f"envelope of {len(raw)} bytes does not fit one etcd request "
+                    f"(Consensus.Etcd.MaxRequestBytes {self.etcd.max_envelope_bytes() + TXN_OVERHEAD})",
+                )
+            problem = self.etcd.status(channel.name).problem
+            if problem is not None:
+                return _broadcast_reply(Status.SERVICE_UNAVAILABLE, problem)
+            try:
+                self.etcd.check_room(channel.name)
+            except QueueFull as exc:
+                return _broadcast_reply(Status.SERVICE_UNAVAILABLE, str(exc))
         problem = self._authorize(opened, channel, CHANNEL_WRITERS)
         if problem is not None:
             return _broadcast_reply(Status.FORBIDDEN, problem)

@@ -90,6 +90,7 @@ function onSnapshot(snap) {
   state.traffic.push({ t: snap.time, msgs, bytes });
   while (state.traffic.length > TRAFFIC_POINTS) state.traffic.shift();
   renderLoad(snap);
+  renderOrdering(snap);
   renderGraph(snap);
   renderPeers(snap);
   renderLatency(snap);
@@ -134,6 +135,37 @@ $("load-toggle").addEventListener("click", async (ev) => {
     button.disabled = false;
   }
 });
+
+// --- the ordering service: orderers, the cutter of each channel, etcd's health -----------------
+
+function renderOrdering(snap) {
+  const card = $("ordering-card");
+  const o = snap.ordering;
+  if (!o) { card.hidden = true; return; }
+  card.hidden = false;
+  const cutters = Object.entries(o.cutters || {}).map(([ch, node]) => `${ch}: ${node || "none"}`).join(" · ");
+  $("ordering-hint").textContent = `${o.consensus}` + (cutters ? ` · cutter ${cutters}` : "") +
+    (o.error ? ` · ${o.error}` : "");
+  const rows = [];
+  for (const n of o.orderers || []) {
+    const cuts = Object.entries(o.cutters || {}).filter(([, node]) => node === n.id).map(([ch]) => ch);
+    const heights = Object.entries(n.stored || {}).map(([ch, h]) => `${ch} height ${h}`).join(", ");
+    const stateText = [cuts.length ? `cuts ${cuts.join(", ")}` : "", heights].filter(Boolean).join(" · ");
+    rows.push(el("tr", { class: cuts.length ? "cutter" : "", "data-orderer": n.id }, undefined));
+    rows[rows.length - 1].replaceChildren(
+      el("td", {}, n.id), el("td", {}, "orderer"), el("td", {}, n.endpoint),
+      el("td", {}, n.process || ""), el("td", {}, stateText));
+  }
+  for (const m of o.etcd || []) {
+    const health = m.healthy ? (m.leader ? "healthy · raft leader" : "healthy") : `down${m.error ? ": " + m.error : ""}`;
+    const size = m.db_size ? ` · db ${(m.db_size / 1048576).toFixed(1)} MiB` : "";
+    const tr = el("tr", { class: m.healthy ? "" : "down", "data-etcd": m.name }, undefined);
+    tr.replaceChildren(el("td", {}, m.name), el("td", {}, "etcd"), el("td", {}, m.endpoint),
+      el("td", {}, m.process || ""), el("td", {}, health + size));
+    rows.push(tr);
+  }
+  $("ordering-body").replaceChildren(...rows);
+}
 
 // --- the membership graph ----------------------------------------------------------------------
 
