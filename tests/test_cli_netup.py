@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +20,7 @@ from netup_proc import UpProcess, alive, network_up
 from polling import wait_until
 from rumor_processes import RUMOR, clean_env
 
+from rumor.netup import describe_exit
 from rumor.network import free_base_port, init_network
 
 
@@ -290,3 +294,37 @@ def test_children_die_with_a_killed_network_up(tmp_path: Path) -> None:
         up.proc.kill()
         up.proc.wait(30)
         wait_until(lambda: not any(alive(pid) for pid in children), 30, "every child to end")
+
+
+# --------------------------------------------------------------------------------------------------
+# How a peer ended, and the status line
+
+
+def test_an_exit_by_signal_is_named_by_the_signal() -> None:
+    assert describe_exit(-9) == "killed by SIGKILL"
+    assert describe_exit(-int(signal.SIGTERM)) == "killed by SIGTERM"
+    assert describe_exit(-200) == "killed by signal 200"
+    assert describe_exit(3) == "exited on its own (exit code 3)"
+    assert describe_exit(1, context="at start") == "exited at start (exit code 1)"
+
+
+def test_a_peer_killed_by_sigkill_is_reported_so_with_its_last_log_line_apart(tmp_path: Path) -> None:
+    base = free_base_port(1)
+    args = ["--dir", str(tmp_path / "net"), "--rate", "0", "--dashboard-port", "0", "--base-port", str(base)]
+    with network_up(*args, "--orgs", "1", "--peers-per-org", "1") as up:
+        up.wait_ready()
+        victim = "peer0.org1.example.com"
+        os.kill(up.children()[victim], signal.SIGKILL)  # as an operator's kill -9 (or the OOM killer) would
+
+        def killed_event() -> dict[str, Any] | None:
+            events = up.get("api/dashboard")["events"]
+            return next((e for e in events if e["event"] == "peer_killed"), None)
+
+        event = wait_until(killed_event, 30, "the dashboard to log the kill")
+        assert event["text"] == f"{victim} killed by SIGKILL", event
+        assert event["exit_code"] == -9
+        assert event["last_log"] and event["last_log"] not in event["text"], event
+        (node,) = [n for n in up.get("api/dashboard")["nodes"] if n["id"] == victim]
+        assert node["state"] == "dead" and node["reason"] == "killed" and node["process"] == "killed", node
+        up.wait_for_line(rf"^{victim} killed by SIGKILL; see ")
+        assert up.interrupt() == 0, up.output()

@@ -114,6 +114,18 @@ def rumor_command() -> list[str]:
     return [sys.executable, "-c", bootstrap + "from rumor.cli import main; main()"]
 
 
+def describe_exit(code: int, *, context: str = "on its own") -> str:
+    """How a child ended, from its return code: asyncio reports death by signal N as -N, and "exit code -9"
+    reads as if the program had chosen to exit rather than been killed by someone (the OOM killer, kill -9)."""
+    if code < 0:
+        try:
+            signame = signal.Signals(-code).name
+        except ValueError:
+            signame = f"signal {-code}"
+        return f"killed by {signame}"
+    return f"exited {context} (exit code {code})"
+
+
 def tail(path: Path, lines: int = LOG_TAIL, start: int = 0) -> list[str]:
     """The last ``lines`` lines of ``path`` from byte offset ``start`` on ([] if unreadable)."""
     try:
@@ -200,7 +212,7 @@ class Child:
                         self.state = "exited"
                         self.returncode = code
                         raise NetUpError(
-                            f"{self.name} exited at start (exit code {code}); last lines of {self.log_path}:",
+                            f"{self.name} {describe_exit(code, context='at start')}; last lines of {self.log_path}:",
                             self.log_tail(),
                             code=EXIT_FAILURE,
                         )
@@ -555,7 +567,7 @@ class NetworkUp:
     # --- controls (the dashboard's buttons) -----------------------------------------------------
 
     def processes(self) -> Mapping[str, str]:
-        return {name: child.state for name, child in self.peers.items()}
+        return {name: _process_label(child) for name, child in self.peers.items()}
 
     def load_state(self) -> Mapping[str, Any] | None:
         if self.load is None:
@@ -575,7 +587,9 @@ class NetworkUp:
         if child.state not in ("running", "starting"):
             raise ControlError(f"{name} is not running ({child.state})")
         await child.stop(self.options.stop_timeout)
-        self._event("peer_stopped", f"operator stopped {name} (process {child.pid}, exit code {child.returncode})")
+        code = child.returncode
+        how = describe_exit(code) if code is not None and code < 0 else f"exit code {code}"  # SIGKILL after the grace
+        self._event("peer_stopped", f"operator stopped {name} (process {child.pid}, {how})")
 
     async def start_peer(self, name: str) -> None:
         child = self._child(name)
@@ -607,13 +621,18 @@ class NetworkUp:
             self.dashboard.poke()
 
     def _child_exited(self, child: Child, code: int) -> None:
+        how = describe_exit(code)
+        kind = ("peer" if child.kind == "peer" else "orderer") + ("_killed" if code < 0 else "_exited")
+        entry: dict[str, Any] = {"event": kind, "peer": None, "text": f"{child.name} {how}", "exit_code": code}
         last = child.log_tail(1)
-        self._event(
-            "peer_exited" if child.kind == "peer" else "orderer_exited",
-            f"{child.name} exited on its own (exit code {code}){': ' + last[0] if last else ''}",
-        )
+        if last:  # its own field: the page shows it on a line of its own, apart from what happened
+            entry["last_log"] = last[0]
+        log.debug("%s", entry["text"])
+        if self.dashboard is not None:
+            self.dashboard.model.add_event(entry)
+            self.dashboard.poke()
         if not self.interactive:
-            self.say(f"{child.name} exited on its own (exit code {code}); see {child.log_path}")
+            self.say(f"{child.name} {how}; see {child.log_path}")
 
     # --- polling --------------------------------------------------------------------------------
 
@@ -966,6 +985,13 @@ class _NoProgress:
 
     def update(self, *_args: Any, **_kwargs: Any) -> None:
         return None
+
+
+def _process_label(child: Child) -> str:
+    """The state the dashboard shows for ``child``'s process: "killed" rather than "exited" for death by signal."""
+    if child.state == "exited" and child.returncode is not None and child.returncode < 0:
+        return "killed"
+    return child.state
 
 
 def loop_task(coro: Any) -> asyncio.Task[Any]:

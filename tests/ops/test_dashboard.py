@@ -160,6 +160,18 @@ def test_model_marks_stopped_and_unreachable_peers_dead() -> None:
     assert all(node(snap, "p1")["key"] not in edge for edge in snap["edges"])
 
 
+def test_model_says_how_a_peers_process_ended() -> None:
+    model = DashboardModel()
+    model.update(0.0, {n: status(n, 1) for n in PKI})
+    snap = model.update(
+        1.0,
+        {"p0": status("p0", 1), "p1": None, "q0": None},
+        processes={"p0": "running", "p1": "killed", "q0": "exited"},
+    )
+    assert node(snap, "p1")["reason"] == "killed" and node(snap, "p1")["process"] == "killed"
+    assert node(snap, "q0")["reason"] == "exited"
+
+
 def test_model_measures_time_to_all_peers() -> None:
     model = DashboardModel()
     everyone = ("p0", "p1", "q0")

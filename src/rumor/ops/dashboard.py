@@ -42,6 +42,9 @@ STATIC_DIR = Path(str(resources.files("rumor.ops") / "static"))
 
 EVENT_KINDS = frozenset({"peer_alive", "peer_dead", "leader_changed", "block_rejected", "bootstrap_refused"})
 
+PROCESS_REASONS = frozenset({"stopped", "exited", "killed"})
+"""Process states (of ``Controls.processes``) that say why an observed peer does not answer: shown as they are."""
+
 
 # --------------------------------------------------------------------------------------------------
 # The broadcast hub
@@ -374,7 +377,8 @@ class DashboardModel:
                 node["control_id"] = name
                 if status is None:
                     node["state"] = "dead"
-                    node["reason"] = "stopped" if processes.get(name) in ("stopped", "exited") else "unreachable"
+                    process = processes.get(name) or ""
+                    node["reason"] = process if process in PROCESS_REASONS else "unreachable"
                     node["heights"] = {}
                 else:
                     node["state"] = "alive"

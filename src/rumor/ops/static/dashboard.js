@@ -441,6 +441,12 @@ function renderEvents() {
     li.appendChild(el("span", { class: "time" }, fmtTime(e.time)));
     li.appendChild(el("span", { class: `kind ${e.event}` }, e.event.replace(/_/g, " ")));
     li.appendChild(document.createTextNode(e.text || ""));
+    if (e.last_log) {
+      // apart from what happened: a log line is long, and it is the process's words, not the dashboard's
+      const last = el("div", { class: "last-log" }, "last log line: ");
+      last.appendChild(el("code", {}, e.last_log));
+      li.appendChild(last);
+    }
     list.appendChild(li);
   }
 }

@@ -1,0 +1,137 @@
+"""The dashboard page in headless Chromium, in states set up by hand: a real Dashboard (its HTTP routes and
+WebSocket) fed scripted statuses, so that each test sees exactly the case a new user ran into (the defects of
+"Operator experience", 9) within a second or two, with no network to start.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import deque
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from browser_env import CHROMIUM, CHROMIUM_ARGS, chromium_missing
+from served_dashboard import ORGS, FakeControls, ServedDashboard, peer_id, status
+
+from rumor.ops.dashboard import Dashboard
+
+WAIT_MS = 10_000
+"""How long an expectation may wait for the page (it usually holds at once)."""
+
+EVERY_PEER = {name: status(name) for name in ORGS}
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if (missing := chromium_missing()) is not None:
+        pytest.skip(missing)
+    playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the test extras")
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+OpenPage = Callable[..., Any]
+
+
+@pytest.fixture
+def open_page(browser: Any) -> Iterator[OpenPage]:
+    """``open_page(url, width=..., no_websocket=False)``: a fresh page on ``url``; none may raise a script error."""
+    contexts: list[Any] = []
+    pages: list[Any] = []
+
+    def open_(url: str, *, width: int = 1400, height: int = 1000, no_websocket: bool = False) -> Any:
+        context = browser.new_context(viewport={"width": width, "height": height})
+        contexts.append(context)
+        if no_websocket:
+            # A WebSocket that never opens (a proxy that drops the upgrade, a headless fetcher): nothing ever
+            # arrives over it, and no error says why.
+            context.add_init_script("window.WebSocket = function () { return {}; };")
+        page = context.new_page()
+        page.errors = []
+        page.on("pageerror", lambda exc: page.errors.append(str(exc)))
+        page.goto(url)
+        pages.append(page)
+        return page
+
+    yield open_
+    try:
+        for page in pages:
+            assert not page.errors, page.errors
+    finally:
+        for context in contexts:
+            context.close()
+
+
+def network(controls: FakeControls | None = None, statuses: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+    """A network view of the four scripted peers (``statuses`` may be changed while it runs)."""
+    statuses = EVERY_PEER if statuses is None else statuses
+    controls = controls or FakeControls(dict.fromkeys(statuses, "running"))
+    return ServedDashboard(lambda: dict(statuses), view="network", controls=controls, **kwargs)
+
+
+def set_latencies(samples_ms: list[int], *, exact: bool = True) -> Callable[[Dashboard], None]:
+    def apply(dashboard: Dashboard) -> None:
+        model = dashboard.model
+        model.latencies["mychannel"] = deque((ms / 1000 for ms in samples_ms), maxlen=model.keep_latencies)
+        model.exact["mychannel"] = exact
+
+    return apply
+
+
+def box(locator: Any) -> dict[str, float]:
+    found = locator.bounding_box()
+    assert found is not None, f"{locator} is not laid out"
+    return dict(found)
+
+
+def inside(inner: dict[str, float], outer: dict[str, float], slack: float = 0.5) -> bool:
+    return (
+        inner["x"] >= outer["x"] - slack
+        and inner["y"] >= outer["y"] - slack
+        and inner["x"] + inner["width"] <= outer["x"] + outer["width"] + slack
+        and inner["y"] + inner["height"] <= outer["y"] + outer["height"] + slack
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# 1. a peer killed by a signal
+
+
+def test_a_killed_peer_is_labelled_killed_and_its_last_log_line_stands_apart(open_page: OpenPage) -> None:
+    from playwright.sync_api import expect
+
+    statuses = dict(EVERY_PEER)
+    controls = FakeControls(dict.fromkeys(ORGS, "running"))
+    with network(controls, statuses) as served:
+        served.refresh()  # seen running first, as network up sees its peers
+        statuses["p1"] = None
+        controls.states["p1"] = "killed"
+        last_line = "2024-05-01 10:00:00 INFO rumor.core.channel: block 41 committed on mychannel"
+        text = f"{peer_id('p1')} killed by SIGKILL"
+        event = {"event": "peer_killed", "peer": None, "text": text, "last_log": last_line}
+        served.call(lambda d: d.model.add_event(event))
+        served.refresh()
+        page = open_page(served.url)
+        node = page.locator(f'#graph g.node[data-peer="{peer_id("p1")}"]')
+        expect(node).to_have_attribute("data-state", "dead", timeout=WAIT_MS)
+        expect(node.locator("text.sub")).to_have_text("killed")
+        row = page.locator(f'#peers-body tr[data-peer="{peer_id("p1")}"]')
+        expect(row.locator("span.dot")).to_have_attribute("title", "killed")
+        expect(row).to_contain_text("killed")
+        entry = page.locator("#events li[data-event=peer_killed]")
+        expect(entry).to_contain_text(f"{peer_id('p1')} killed by SIGKILL")
+        expect(entry.locator(".last-log")).to_have_text(f"last log line: {last_line}")
+        # the event's own line says what happened and nothing more
+        own_text = entry.evaluate(
+            "li => [...li.childNodes].filter(n => n.nodeType === Node.TEXT_NODE).map(n => n.textContent).join('')"
+        )
+        assert own_text == f"{peer_id('p1')} killed by SIGKILL"
