@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +22,9 @@ from netup_proc import UpProcess, alive, network_up
 from polling import wait_until
 from rumor_processes import RUMOR, clean_env
 
-from rumor.netup import describe_exit
-from rumor.network import free_base_port, init_network
+from rumor.netup import NetworkPlan, NetworkUp, UpOptions, describe_exit
+from rumor.network import NetworkLayout, free_base_port, init_network
+from rumor.ops.dashboard import Dashboard
 
 
 def run(*args: str, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -328,3 +331,18 @@ def test_a_peer_killed_by_sigkill_is_reported_so_with_its_last_log_line_apart(tm
         assert node["state"] == "dead" and node["reason"] == "killed" and node["process"] == "killed", node
         up.wait_for_line(rf"^{victim} killed by SIGKILL; see ")
         assert up.interrupt() == 0, up.output()
+
+
+def test_the_status_line_gives_times_under_a_second_in_ms(tmp_path: Path) -> None:
+    up = NetworkUp(UpOptions(dir=tmp_path), out=io.StringIO())
+    layout = NetworkLayout(tmp_path, "mychannel", "127.0.0.1:7050", tmp_path / "orderer.yaml", ())
+    up.plan = NetworkPlan(layout, "127.0.0.1:7050")
+
+    async def no_statuses() -> dict[str, Any]:
+        return {}
+
+    up.dashboard = Dashboard(no_statuses, view="network", title="t")
+    model = up.dashboard.model
+    model.latencies["mychannel"] = deque([0.038, 0.041, 0.044])  # gossip on loopback: tens of ms
+    model.update(1.0, {"p": {"pki_id": "aa", "channels": {"mychannel": {"height": 1}}}})
+    assert "time to all peers (median) 41 ms" in up._summary_line()

@@ -43,7 +43,7 @@ from rich.table import Table
 
 from rumor.config import ConfigError, load_config
 from rumor.network import MANIFEST, NetworkInitError, NetworkLayout, init_network, load_layout
-from rumor.ops.dashboard import ControlError, Dashboard
+from rumor.ops.dashboard import ControlError, Dashboard, format_duration
 
 log = logging.getLogger("rumor.netup")
 
@@ -912,7 +912,7 @@ class NetworkUp:
         heights = [n["heights"].get(channel, 0) for n in alive if channel in n.get("heights", {})]
         leaders = sorted({f"{n['org']}:{n['id'].split('.')[0]}" for n in observed if channel in n.get("leader", [])})
         samples = sorted(snap.get("latency", {}).get(channel, {}).get("samples_ms", []))
-        median = f"{samples[len(samples) // 2] / 1000:.1f}s" if samples else "–"
+        median = format_duration(samples[len(samples) // 2] / 1000) if samples else "–"
         load = self.load_state() or {}
         span = f"{min(heights)}..{max(heights)}" if heights else "–"
         return (

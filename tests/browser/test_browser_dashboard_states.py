@@ -135,3 +135,20 @@ def test_a_killed_peer_is_labelled_killed_and_its_last_log_line_stands_apart(ope
             "li => [...li.childNodes].filter(n => n.nodeType === Node.TEXT_NODE).map(n => n.textContent).join('')"
         )
         assert own_text == f"{peer_id('p1')} killed by SIGKILL"
+
+
+# --------------------------------------------------------------------------------------------------
+# 6. durations under a second
+
+
+def test_propagation_times_under_a_second_are_shown_in_ms(open_page: OpenPage) -> None:
+    from playwright.sync_api import expect
+
+    with network() as served:
+        served.call(set_latencies([38, 40, 41, 41, 42, 45, 120]))
+        served.refresh()
+        page = open_page(served.url)
+        text = page.locator("#latency-text")
+        expect(text).to_contain_text("median 41 ms", timeout=WAIT_MS)
+        expect(text).to_contain_text("max 120 ms")
+        expect(text).not_to_contain_text("0.0 s")

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from rumor.ops.dashboard import ControlError, Dashboard, DashboardModel, Hub
+from rumor.ops.dashboard import ControlError, Dashboard, DashboardModel, Hub, format_duration
 from rumor.ops.metrics import PeerMetrics
 from rumor.ops.server import OperationsServer
 
@@ -235,6 +235,14 @@ def test_peer_view_shows_members_from_one_peers_membership() -> None:
     assert others["127.0.0.1:7053"]["state"] == "dead" and others["127.0.0.1:7053"]["reason"] == "declared dead"
     assert len(snap["edges"]) == 1
     assert snap["latency"]["mychannel"]["samples_ms"] == []
+
+
+def test_durations_under_a_second_are_in_ms() -> None:
+    assert format_duration(0.041) == "41 ms"
+    assert format_duration(0.0004) == "0 ms"
+    assert format_duration(0.9994) == "999 ms"
+    assert format_duration(1.0) == "1.0 s"
+    assert format_duration(10.26) == "10.3 s"
 
 
 # --------------------------------------------------------------------------------------------------

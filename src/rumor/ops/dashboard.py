@@ -46,6 +46,13 @@ PROCESS_REASONS = frozenset({"stopped", "exited", "killed"})
 """Process states (of ``Controls.processes``) that say why an observed peer does not answer: shown as they are."""
 
 
+def format_duration(seconds: float) -> str:
+    """``41 ms`` under a second, ``2.3 s`` from there on: one decimal of a second would say 0.0 s for gossip."""
+    if seconds < 1.0:
+        return f"{round(seconds * 1000)} ms"
+    return f"{seconds:.1f} s"
+
+
 # --------------------------------------------------------------------------------------------------
 # The broadcast hub
 

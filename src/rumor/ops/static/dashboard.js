@@ -49,6 +49,11 @@ function fmtRate(x) {
   return x.toFixed(x < 10 ? 1 : 0);
 }
 
+// A duration in milliseconds: "41 ms" under a second (tenths of a second would say 0.0 s for most blocks).
+function fmtDuration(ms) {
+  return ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(1)} s`;
+}
+
 function fmtTime(t) {
   const d = new Date(t * 1000);
   return d.toLocaleTimeString([], { hour12: false }) + "." + String(d.getMilliseconds()).padStart(3, "0").slice(0, 1);
@@ -394,9 +399,9 @@ function renderLatency(snap) {
   }
   svg.appendChild(el("svg:text", { x: 2, y: H - 8 }, "s"));
   const sorted = [...samples].sort((a, b) => a - b);
-  const q = (p) => sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] / 1000;
-  text.textContent = `${samples.length} recent blocks on ${state.channel}: median ${q(0.5).toFixed(1)} s, ` +
-    `p90 ${q(0.9).toFixed(1)} s, max ${(sorted[sorted.length - 1] / 1000).toFixed(1)} s` +
+  const q = (p) => sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))];
+  text.textContent = `${samples.length} recent blocks on ${state.channel}: median ${fmtDuration(q(0.5))}, ` +
+    `p90 ${fmtDuration(q(0.9))}, max ${fmtDuration(sorted[sorted.length - 1])}` +
     (info.incomplete ? `, ${info.incomplete} never reached every peer` : "") +
     (info.exact
       ? ". From the peers' own commit timestamps: last commit minus first."
