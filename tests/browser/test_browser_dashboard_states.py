@@ -138,6 +138,23 @@ def test_a_killed_peer_is_labelled_killed_and_its_last_log_line_stands_apart(ope
 
 
 # --------------------------------------------------------------------------------------------------
+# 4. the header while the load is paused
+
+
+def test_the_header_says_the_load_is_paused(open_page: OpenPage) -> None:
+    from playwright.sync_api import expect
+
+    controls = FakeControls(dict.fromkeys(ORGS, "running"), {"rate": 2, "paused": True, "blocks": 17, "error": None})
+    with network(controls) as served:
+        page = open_page(served.url)
+        text = page.locator("#load-text")
+        expect(text).to_contain_text("paused", timeout=WAIT_MS)
+        expect(text).not_to_contain_text("load 2 block/s")
+        expect(text).to_contain_text("17 blocks submitted")
+        expect(page.locator("#load-toggle")).to_have_text("Resume load")
+
+
+# --------------------------------------------------------------------------------------------------
 # 6. durations under a second
 
 

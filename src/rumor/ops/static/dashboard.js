@@ -121,9 +121,13 @@ function renderLoad(snap) {
   if (!snap.load) { box.hidden = true; return; }
   box.hidden = false;
   const l = snap.load;
-  let text = l.rate > 0 ? `load ${l.rate} block/s · ${l.blocks} blocks submitted` : "no load generator (--rate 0)";
+  let text;
+  if (!(l.rate > 0)) text = "no load generator (--rate 0)";
+  else if (l.paused) text = `load paused (${l.rate} block/s when resumed) · ${l.blocks} blocks submitted`;
+  else text = `load ${l.rate} block/s · ${l.blocks} blocks submitted`;
   if (l.error) text += ` · ${l.error}`;
   $("load-text").textContent = text;
+  box.dataset.paused = l.paused ? "1" : "0";
   const button = $("load-toggle");
   button.hidden = !(l.rate > 0);
   button.textContent = l.paused ? "Resume load" : "Pause load";
