@@ -138,6 +138,40 @@ def test_a_killed_peer_is_labelled_killed_and_its_last_log_line_stands_apart(ope
 
 
 # --------------------------------------------------------------------------------------------------
+# 3. the peers table in a narrow window
+
+
+def test_the_peers_table_stays_inside_its_card_at_820_px(open_page: OpenPage) -> None:
+    from playwright.sync_api import expect
+
+    two_channels = {name: status(name, channels=("mychannel", "otherchannel")) for name in ORGS}
+    with network(statuses=two_channels) as served:
+        page = open_page(served.url, width=820)
+        button = page.locator(f'#peers-body tr[data-peer="{peer_id("q1")}"] button[data-action="stop"]')
+        expect(button).to_be_attached(timeout=WAIT_MS)
+        geometry = page.evaluate(
+            """() => {
+                const table = document.getElementById("peers");
+                const card = table.closest(".card");
+                let clip = table;  // what shows of the table: it, or the box it scrolls in
+                for (let e = table.parentElement; e !== card; e = e.parentElement) {
+                    if (["auto", "scroll"].includes(getComputedStyle(e).overflowX)) clip = e;
+                }
+                const r = (e) => e.getBoundingClientRect();
+                return {clipRight: r(clip).right, cardRight: r(card).right,
+                        viewport: document.documentElement.clientWidth,
+                        pageWidth: document.documentElement.scrollWidth};
+            }"""
+        )
+        assert geometry["clipRight"] <= geometry["cardRight"] + 0.5, geometry
+        assert geometry["cardRight"] <= geometry["viewport"], geometry
+        assert geometry["pageWidth"] <= geometry["viewport"], geometry
+        # the last column can still be reached: scrolled to, within the card
+        button.scroll_into_view_if_needed()
+        assert inside(box(button), box(page.locator("#peers").locator("xpath=ancestor::section[1]")))
+
+
+# --------------------------------------------------------------------------------------------------
 # 4. the header while the load is paused
 
 
