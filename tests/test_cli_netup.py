@@ -222,6 +222,9 @@ def test_up_serves_commands_stops_on_sigint_and_resumes(tmp_path: Path) -> None:
             assert text in status.stdout
         as_json = json.loads(run("status", "--peer", ops, "--json").stdout)
         assert as_json["peer_id"] == "peer0.org1.example.com"
+        # its membership names the other peer as its certificate does (a peer's own dashboard shows that name)
+        other = next(m for m in as_json["membership"] if m["org"] == "Org2MSP")
+        assert other["peer_id"] == "peer0.org2.example.com" and other["endpoint"] == f"127.0.0.1:{base + 2}"
 
         peers = run("peers", "--network", str(root))
         assert peers.returncode == 0, peers.stderr

@@ -16,7 +16,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from browser_env import CHROMIUM, CHROMIUM_ARGS, chromium_missing
-from served_dashboard import ORGS, FakeControls, ServedDashboard, peer_id, status
+from served_dashboard import ORGS, FakeControls, ServedDashboard, endpoint, peer_id, status
 
 from rumor.ops.dashboard import Dashboard
 
@@ -203,3 +203,22 @@ def test_propagation_times_under_a_second_are_shown_in_ms(open_page: OpenPage) -
         expect(text).to_contain_text("median 41 ms", timeout=WAIT_MS)
         expect(text).to_contain_text("max 120 ms")
         expect(text).not_to_contain_text("0.0 s")
+
+
+# --------------------------------------------------------------------------------------------------
+# 8. a single peer's dashboard names the other peers
+
+
+def test_a_peers_own_dashboard_names_other_peers_by_peer_id(open_page: OpenPage) -> None:
+    from playwright.sync_api import expect
+
+    own = peer_id("p0")
+    with ServedDashboard(lambda: {own: status("p0")}, view="peer", only_when_watched=True) as served:
+        page = open_page(served.url)
+        for name in ("p1", "q0", "q1"):
+            row = page.locator(f'#peers-body tr[data-peer="{peer_id(name)}"]')
+            expect(row).to_be_visible(timeout=WAIT_MS)
+            expect(row.locator("td .endpoint")).to_have_text(endpoint(name))
+            node = page.locator(f'#graph g.node[data-peer="{peer_id(name)}"]')
+            expect(node.locator("text.label").first).to_have_text(peer_id(name).split(".example.com")[0])
+        expect(page.locator(f'#peers-body tr[data-peer="{endpoint("p1")}"]')).to_have_count(0)

@@ -86,7 +86,9 @@ def status(
     sent: int = 0,
     dead: tuple[str, ...] = (),
     events: list[dict[str, Any]] | None = None,
+    member_ids: bool = False,
 ) -> dict[str, Any]:
+    """``member_ids``: the membership names each member by its certificate's CN, as a rumor peer's now does."""
     others = [n for n in PKI if n != name]
     return {
         "peer_id": f"{name}.example.com",
@@ -107,6 +109,7 @@ def status(
                 "endpoint": f"127.0.0.1:{7051 + list(PKI).index(o)}",
                 "org": ORG[o],
                 "alive": o not in dead,
+                **({"peer_id": f"{o}.example.com"} if member_ids else {}),
             }
             for o in others
         ],
@@ -172,6 +175,18 @@ def test_model_says_how_a_peers_process_ended() -> None:
     assert node(snap, "q0")["reason"] == "exited"
 
 
+def test_a_peer_never_reached_is_one_node_with_the_member_its_certificate_names() -> None:
+    model = DashboardModel()
+    snap = model.update(
+        0.0,
+        {"p0.example.com": status("p0", 1, member_ids=True), "p1.example.com": None},
+        processes={"p0.example.com": "running", "p1.example.com": "killed"},
+    )
+    named = [n for n in snap["nodes"] if n["id"] == "p1.example.com"]
+    assert len(named) == 1, snap["nodes"]
+    assert named[0]["observed"] and named[0]["reason"] == "killed" and named[0]["endpoint"] == "127.0.0.1:7052"
+
+
 def test_model_measures_time_to_all_peers() -> None:
     model = DashboardModel()
     everyone = ("p0", "p1", "q0")
@@ -235,6 +250,21 @@ def test_peer_view_shows_members_from_one_peers_membership() -> None:
     assert others["127.0.0.1:7053"]["state"] == "dead" and others["127.0.0.1:7053"]["reason"] == "declared dead"
     assert len(snap["edges"]) == 1
     assert snap["latency"]["mychannel"]["samples_ms"] == []
+
+
+def test_peer_view_names_members_by_the_peer_id_their_certificate_gives() -> None:
+    dead = {"time": 51.0, "event": "peer_dead", "pki_id": PKI["q0"], "endpoint": "127.0.0.1:7053", "reason": "expired"}
+    model = DashboardModel(view="peer")
+    snap = model.update(0.0, {"p0": status("p0", 4, dead=("q0",), member_ids=True, events=[dead])})
+    assert {n["id"]: n["endpoint"] for n in snap["nodes"]} == {
+        "p0.example.com": "127.0.0.1:7051",
+        "p1.example.com": "127.0.0.1:7052",
+        "q0.example.com": "127.0.0.1:7053",
+    }
+    assert model.take_new_events()[0]["text"] == "p0.example.com: declared q0.example.com dead (expired)"
+    # a membership from before (no peer ids) still names them by endpoint
+    older = DashboardModel(view="peer").update(0.0, {"p0": status("p0", 4)})
+    assert sorted(n["id"] for n in older["nodes"] if not n["observed"]) == ["127.0.0.1:7052", "127.0.0.1:7053"]
 
 
 def test_durations_under_a_second_are_in_ms() -> None:

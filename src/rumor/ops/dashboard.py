@@ -118,10 +118,18 @@ class _Counters:
 @dataclass
 class _NodeInfo:
     key: str
-    name: str = ""
+    own_name: str = ""
+    """The peer id the peer reports itself (its status), or the name network up runs it under."""
+    cert_name: str = ""
+    """The peer id another peer's membership gives it (the CN of its certificate)."""
     org: str = ""
     endpoint: str = ""
     pki_id: str = ""
+
+    @property
+    def name(self) -> str:
+        """Its own word first, then its certificate's, then where it listens: an endpoint names no one."""
+        return self.own_name or self.cert_name or self.endpoint or self.key[:16]
 
 
 @dataclass
@@ -183,19 +191,11 @@ class DashboardModel:
             observed_keys[name] = key
             self._keys[name] = key
             info = self._nodes.setdefault(key, _NodeInfo(key))
-            info.name = str(status.get("peer_id") or name)
+            info.own_name = str(status.get("peer_id") or name)
             info.org = str(status.get("org") or info.org)
             info.endpoint = str(status.get("endpoint") or info.endpoint)
             info.pki_id = str(status.get("pki_id") or "")
             self._update_rates(key, now, status.get("comm") or {})
-        # Observed peers that did not answer: keep them under the key they had last time.
-        for name in statuses:
-            if name not in reachable:
-                key = self._keys.get(name, f"name:{name}")
-                observed_keys[name] = key
-                self._nodes.setdefault(key, _NodeInfo(key, name=name))
-                self.rates.pop(key, None)
-                self._counters.pop(key, None)
         for status in reachable.values():
             for member in status.get("membership") or []:
                 key = str(member.get("pki_id") or "")
@@ -204,7 +204,16 @@ class DashboardModel:
                 info = self._nodes.setdefault(key, _NodeInfo(key, pki_id=key))
                 info.org = info.org or str(member.get("org") or "")
                 info.endpoint = info.endpoint or str(member.get("endpoint") or "")
-                info.name = info.name or info.endpoint or key[:16]
+                info.cert_name = info.cert_name or str(member.get("peer_id") or "")
+        # Observed peers that did not answer: keep them under the key they had last time, or (never reached) under
+        # that of the member whose certificate bears their name, so that they are one node rather than two.
+        for name in statuses:
+            if name not in reachable:
+                key = self._keys.get(name) or self._key_named(name) or f"name:{name}"
+                observed_keys[name] = key
+                self._nodes.setdefault(key, _NodeInfo(key, own_name=name))
+                self.rates.pop(key, None)
+                self._counters.pop(key, None)
         for name, status in reachable.items():  # once every node has its name, so events can say who
             self._take_events(self._nodes[observed_keys[name]].name, status.get("events") or [])
 
@@ -216,6 +225,9 @@ class DashboardModel:
         return snapshot
 
     # --- pieces of update -----------------------------------------------------------------------
+
+    def _key_named(self, name: str) -> str | None:
+        return next((key for key, info in self._nodes.items() if info.cert_name == name), None)
 
     def _update_rates(self, key: str, now: float, comm: Mapping[str, Any]) -> None:
         """Rates over the last ``rate_window`` seconds (gossip is bursty: one poll interval would flicker)."""

@@ -211,7 +211,10 @@ function renderGraph(snap) {
     const ly = 30 * Math.sin(p.a) + (up ? -10 : 4);
     g.appendChild(el("svg:text", { class: "label", x: lx, y: ly, "text-anchor": outward }, shortName(n.id)));
     const h = state.channel && n.heights ? n.heights[state.channel] : undefined;
-    const second = h !== undefined ? `height ${h}` : n.state === "dead" ? n.reason || "dead" : "";
+    // A member known only from the membership is named by its peer id where its certificate says it; where
+    // it listens goes below, as its height does for a peer that is polled.
+    const where = n.endpoint && n.endpoint !== n.id ? n.endpoint : "";
+    const second = h !== undefined ? `height ${h}` : n.state === "dead" ? n.reason || "dead" : where;
     if (second) {
       g.appendChild(el("svg:text", { class: "label sub", x: lx, y: ly + 13, "text-anchor": outward }, second));
     }
@@ -254,7 +257,9 @@ function newRow(snap) {
   const cells = {};
   const add = (key, attrs = {}) => { cells[key] = el("td", attrs); tr.appendChild(cells[key]); return cells[key]; };
   add("state").appendChild(el("span", { class: "dot" }));
-  add("name");
+  const name = add("name");
+  name.appendChild(el("span", { class: "peer-name" }));
+  name.appendChild(el("span", { class: "endpoint" }));
   const org = add("org");
   org.appendChild(el("span", { class: "org-chip" }));
   org.appendChild(el("span", { class: "org-name" }));
@@ -301,8 +306,9 @@ function renderPeers(snap) {
     const dot = cells.state.firstChild;
     setAttr(dot, "class", `dot ${n.state}`);
     setAttr(dot, "title", n.state === "dead" ? n.reason : "alive");
-    setText(cells.name, n.id);
-    setAttr(cells.name, "title", n.endpoint);
+    setText(cells.name.firstChild, n.id);
+    setText(cells.name.lastChild, n.endpoint && n.endpoint !== n.id ? n.endpoint : "");
+    setAttr(cells.name, "title", n.pki_id ? `PKI-ID ${n.pki_id}` : null);
     setAttr(cells.org.firstChild, "style", `background:${orgColor(n.org)}`);
     setText(cells.org.lastChild, n.org);
     setAttr(cells.leads, "class", n.leader.length ? "leader-badge" : null);
