@@ -6,6 +6,7 @@ WebSocket) fed scripted statuses, so that each test sees exactly the case a new 
 from __future__ import annotations
 
 import sys
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -189,6 +190,33 @@ def test_the_header_says_the_load_is_paused(open_page: OpenPage) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
+# 5. the traffic chart on a page opened late
+
+
+def test_the_traffic_chart_shows_the_last_minutes_at_once(open_page: OpenPage) -> None:
+    rounds = 40
+    with network(interval=3600.0, only_when_watched=True) as served:  # no round of its own while the test runs
+
+        def past_minute(dashboard: Dashboard) -> None:
+            start = time.time() - 2 * rounds - 5
+            for i in range(rounds):
+                statuses = {name: status(name, sent=i * 30 * (1 + i % 3)) for name in ORGS}
+                dashboard.model.update(float(i * 2), statuses, wall=start + 2 * i)
+
+        served.call(past_minute)
+        page = open_page(served.url)
+        # every point of the last minutes drawn, not one per snapshot since the page opened
+        page.wait_for_function(
+            """n => {
+                const path = document.querySelector('#traffic path.msgs');
+                return path !== null && ((path.getAttribute('d') || '').match(/[ML]/g) || []).length >= n;
+            }""",
+            arg=rounds,
+            timeout=WAIT_MS,
+        )
+
+
+# --------------------------------------------------------------------------------------------------
 # 6. durations under a second
 
 
@@ -203,6 +231,26 @@ def test_propagation_times_under_a_second_are_shown_in_ms(open_page: OpenPage) -
         expect(text).to_contain_text("median 41 ms", timeout=WAIT_MS)
         expect(text).to_contain_text("max 120 ms")
         expect(text).not_to_contain_text("0.0 s")
+
+
+# --------------------------------------------------------------------------------------------------
+# 7. a page whose WebSocket never opens
+
+
+def test_the_page_renders_over_http_when_the_websocket_never_opens(open_page: OpenPage) -> None:
+    from playwright.sync_api import expect
+
+    statuses = dict(EVERY_PEER)
+    with network(statuses=statuses) as served:
+        page = open_page(served.url, no_websocket=True)
+        for name in ORGS:
+            expect(page.locator(f'#graph g.node[data-peer="{peer_id(name)}"]')).to_be_attached(timeout=WAIT_MS)
+            expect(page.locator(f'#peers-body tr[data-peer="{peer_id(name)}"]')).to_be_visible()
+        expect(page.locator("#conn")).not_to_have_text("connecting…")
+        # and it keeps up, over HTTP
+        statuses["q1"] = status("q1", height=9)
+        cell = page.locator(f'#peers-body tr[data-peer="{peer_id("q1")}"] td.height .value')
+        expect(cell).to_have_text("9", timeout=WAIT_MS)
 
 
 # --------------------------------------------------------------------------------------------------

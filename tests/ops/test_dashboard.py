@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from polling import wait_for
 
 from rumor.ops.dashboard import ControlError, Dashboard, DashboardModel, Hub, format_duration
 from rumor.ops.metrics import PeerMetrics
@@ -267,6 +268,17 @@ def test_peer_view_names_members_by_the_peer_id_their_certificate_gives() -> Non
     assert sorted(n["id"] for n in older["nodes"] if not n["observed"]) == ["127.0.0.1:7052", "127.0.0.1:7053"]
 
 
+def test_model_keeps_the_traffic_of_the_last_minutes() -> None:
+    model = DashboardModel(traffic_window=120.0)
+    for i in range(100):  # one round every 2 s for 200 s, each peer sending 10 messages a second
+        model.update(2.0 * i, {n: status(n, 1, sent=20 * i) for n in PKI}, wall=1000.0 + 2 * i)
+    history = model.traffic_history()
+    assert history[0]["t"] >= 1198.0 - 120 and history[-1]["t"] == 1198.0
+    assert len(history) == 61
+    assert history[-1]["msgs"] == pytest.approx(30.0) and history[-1]["bytes"] == pytest.approx(3000.0)
+    assert model.last["traffic"] == history[-1]
+
+
 def test_durations_under_a_second_are_in_ms() -> None:
     assert format_duration(0.041) == "41 ms"
     assert format_duration(0.0004) == "0 ms"
@@ -367,6 +379,48 @@ async def test_websocket_feeds_snapshots_and_buttons_act(served: tuple[str, Dash
         async with session.post(url + "/api/load/explode") as resp:
             assert resp.status == 404
     assert controls.paused
+
+
+async def test_the_first_state_brings_the_traffic_history(served: tuple[str, Dashboard, FakeControls]) -> None:
+    url, dashboard, _ = served
+    await wait_for(lambda: dashboard.rounds >= 4, what="a few rounds of the feed")
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(url + "/ws") as ws:
+            async with asyncio.timeout(10):
+                while (first := json.loads((await ws.receive()).data))["type"] != "snapshot":
+                    pass
+        assert len(first["traffic_history"]) >= 4
+        assert first["traffic_history"][-1] == first["traffic"]
+        async with session.get(url + "/api/dashboard") as resp:
+            over_http = await resp.json()
+        assert over_http["type"] == "snapshot" and len(over_http["traffic_history"]) >= 4
+        assert "events" in over_http
+
+
+async def test_an_idle_peer_dashboard_answers_api_dashboard_with_the_peer_as_it_is_now() -> None:
+    """A page reading /api/dashboard over HTTP (its WebSocket blocked) opens no WebSocket: the feed of a peer's own
+    dashboard is idle then, and the snapshot must still follow the peer."""
+    height = {"now": 3}
+    ops = OperationsServer(
+        "127.0.0.1:0", status=lambda: status("p0", height["now"]), metrics=PeerMetrics(), dashboard_interval=0.05
+    )
+    await ops.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+
+            async def shown_height() -> int:
+                async with session.get(f"http://{ops.address}/api/dashboard") as resp:
+                    return int(node(await resp.json(), "p0")["heights"]["mychannel"])
+
+            assert await shown_height() == 3
+            height["now"] = 10
+            await wait_for(lambda: _equals(shown_height(), 10), what="the snapshot to show the new height")
+    finally:
+        await ops.stop()
+
+
+async def _equals(value: Any, wanted: Any) -> bool:
+    return (await value) == wanted
 
 
 async def test_a_peers_operations_endpoint_serves_its_own_view() -> None:

@@ -16,6 +16,10 @@ interval (the page says so). When every peer's status lists its recent commits w
 (``channels[ch]["recent_commits"] = [[number, unix_time], ...]``), the latency is exact instead: the last
 commit time minus the first. Only blocks that appear while the dashboard runs are measured.
 
+A page that opens gets the first state (``Dashboard.first_state``: the latest snapshot, the recent events and
+the traffic of the last ``traffic_window`` seconds) as the first WebSocket message and from ``GET /api/dashboard``,
+which the page also reads while its WebSocket is not open.
+
 The model is pure (time comes in as ``now``, wall-clock ``wall``), so tests drive it without a network.
 """
 
@@ -151,12 +155,16 @@ class DashboardModel:
     """A block not on every peer after this many seconds is no longer waited for (counted as incomplete)."""
     rate_window: float = 5.0
     """Messages/s and bytes/s are averaged over this many seconds."""
+    traffic_window: float = 120.0
+    """How much of the traffic chart's past is kept, so that a page opened now draws it at once."""
     rates: dict[str, dict[str, float]] = field(default_factory=dict)
     latencies: dict[str, deque[float]] = field(default_factory=dict)
     incomplete: dict[str, int] = field(default_factory=dict)
     exact: dict[str, bool] = field(default_factory=dict)
     """Channels whose latencies come from the peers' own commit timestamps rather than from polling."""
     events: deque[dict[str, Any]] = field(default_factory=deque)
+    traffic: deque[dict[str, float]] = field(default_factory=deque)
+    """{"t": wall time, "msgs": messages/s, "bytes": bytes/s} sent by the observed peers, one per update."""
     _counters: dict[str, deque[_Counters]] = field(default_factory=dict)
     _nodes: dict[str, _NodeInfo] = field(default_factory=dict)
     _keys: dict[str, str] = field(default_factory=dict)  # observed peer's name -> its node's key
@@ -217,6 +225,8 @@ class DashboardModel:
         for name, status in reachable.items():  # once every node has its name, so events can say who
             self._take_events(self._nodes[observed_keys[name]].name, status.get("events") or [])
 
+        self._record_traffic(wall, [observed_keys[name] for name in reachable])
+
         channels = sorted({ch for s in reachable.values() for ch in (s.get("channels") or {})})
         if self.view == "network":  # one peer's own heights say nothing about reaching every peer
             self._track_latency(now, wall, channels, reachable)
@@ -253,6 +263,21 @@ class DashboardModel:
             "bytes_out": rate("comm_bytes_sent"),
             "bytes_in": rate("comm_bytes_received"),
         }
+
+    def _record_traffic(self, wall: float, keys: list[str]) -> None:
+        rates = [self.rates.get(key, {}) for key in keys]
+        point = {
+            "t": wall,
+            "msgs": sum(r.get("msg_out", 0.0) for r in rates),
+            "bytes": sum(r.get("bytes_out", 0.0) for r in rates),
+        }
+        self.traffic.append(point)
+        while self.traffic and wall - self.traffic[0]["t"] > self.traffic_window:
+            self.traffic.popleft()
+
+    def traffic_history(self) -> list[dict[str, float]]:
+        """The traffic points of the last ``traffic_window`` seconds, oldest first."""
+        return list(self.traffic)
 
     def _take_events(self, observer: str, events: list[Mapping[str, Any]]) -> None:
         for event in events:
@@ -436,6 +461,7 @@ class DashboardModel:
             "latency": latency,
             "controllable": controllable,
             "load": dict(load) if load is not None else None,
+            "traffic": dict(self.traffic[-1]) if self.traffic else None,
         }
 
     @property
@@ -511,6 +537,7 @@ class Dashboard:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self.rounds = 0
+        self._refreshed = float("-inf")  # time.monotonic() of the last round
 
     def start(self) -> None:
         if self._task is None:
@@ -544,7 +571,17 @@ class Dashboard:
             await self.hub.broadcast({"type": "events", "events": events})
         await self.hub.broadcast(snapshot)
         self.rounds += 1
+        self._refreshed = time.monotonic()
         return snapshot
+
+    def first_state(self) -> dict[str, Any]:
+        """What a page that has just opened needs to draw everything at once: the latest snapshot with the
+        recent events and the traffic of the last minutes (later snapshots bring one traffic point each)."""
+        return {
+            **self.model.last,
+            "events": list(self.model.events)[-200:],
+            "traffic_history": self.model.traffic_history(),
+        }
 
     async def _run(self) -> None:
         while True:
@@ -576,8 +613,12 @@ class Dashboard:
         return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
     async def _snapshot(self, _request: web.Request) -> web.Response:
-        snapshot = self.model.last or await self.refresh()
-        return web.json_response({**snapshot, "events": list(self.model.events)[-100:]})
+        # An idle feed (a peer's own dashboard with no WebSocket open) holds a snapshot from whenever someone last
+        # looked: a page that reads this over HTTP (its WebSocket blocked) must see the peer as it is now.
+        idle = self.only_when_watched and not self.hub.clients
+        if not self.model.last or (idle and time.monotonic() - self._refreshed >= self.interval):
+            await self.refresh()
+        return web.json_response(self.first_state())
 
     async def _websocket(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(heartbeat=20)
@@ -585,7 +626,7 @@ class Dashboard:
         try:
             await ws.send_str(json.dumps({"type": "events", "events": list(self.model.events)[-200:]}))
             if self.model.last:
-                await ws.send_str(json.dumps(self.model.last))
+                await ws.send_str(json.dumps({**self.first_state(), "events": []}))  # the events went just before
             self.hub.register(ws)
             self.poke()
             async for message in ws:  # the page sends nothing we act on; this waits for the close

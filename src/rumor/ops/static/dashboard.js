@@ -1,4 +1,6 @@
-// rumor dashboard: renders the snapshots a rumor process broadcasts over /ws.
+// rumor dashboard: renders the snapshots a rumor process broadcasts over /ws. The first one is fetched over
+// HTTP (/api/dashboard), and so are later ones while the WebSocket is not open: a page behind a proxy that
+// refuses WebSockets, or a headless browser that never opens one, still shows the network.
 // Plain JavaScript and SVG, no build step and no library. Two views share this page:
 //   "network" (rumor network up): every peer polled, buttons to stop/start peers and pause the load;
 //   "peer" (a peer's operations endpoint): that peer's own view of the membership.
@@ -18,6 +20,7 @@ const state = {
   channel: null,
   traffic: [],
   pending: new Set(),
+  live: false, // the WebSocket is open
 };
 
 function $(id) { return document.getElementById(id); }
@@ -65,16 +68,38 @@ function connect() {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const base = location.pathname.replace(/[^/]*$/, "");
   const ws = new WebSocket(`${scheme}://${location.host}${base}ws`);
-  ws.onopen = () => setConn("live", "live");
+  ws.onopen = () => { state.live = true; setConn("live", "live"); };
   ws.onmessage = (msg) => {
     const data = JSON.parse(msg.data);
     if (data.type === "snapshot") onSnapshot(data);
     else if (data.type === "events") onEvents(data.events);
   };
   ws.onclose = () => {
+    state.live = false;
     setConn("connecting", "reconnecting…");
     setTimeout(connect, 1000);
   };
+}
+
+// One snapshot over plain HTTP, with the recent events and the traffic history.
+async function fetchSnapshot() {
+  try {
+    const resp = await fetch("api/dashboard", { cache: "no-store" });
+    if (!resp.ok) return;
+    const snap = await resp.json();
+    if (state.live) return; // the WebSocket is quicker and already said as much
+    onSnapshot(snap);
+    setConn("polling", "HTTP snapshots (no live feed)");
+  } catch (err) {
+    // the server is away: the WebSocket's reconnecting badge says so
+  }
+}
+
+// While the WebSocket is not open, poll over HTTP at the dashboard's own pace (at most once a second).
+async function pollWithoutWebSocket() {
+  if (!state.live) await fetchSnapshot();
+  const every = Math.max(1000, state.snapshot ? state.snapshot.poll_interval_ms : 1000);
+  setTimeout(pollWithoutWebSocket, every);
 }
 
 function setConn(cls, text) {
@@ -84,15 +109,19 @@ function setConn(cls, text) {
 }
 
 function onSnapshot(snap) {
+  // An HTTP answer may arrive after a newer snapshot came over the WebSocket: drawing it would go back in time.
+  if (state.snapshot && snap.time < state.snapshot.time) return;
+  if (snap.events && snap.events.length) onEvents(snap.events);
   state.snapshot = snap;
   document.body.dataset.view = snap.view;
   $("title").textContent = snap.view === "network" ? `${snap.title} · network view` : `${snap.title} · its view`;
   if (!state.channel || !snap.channels.includes(state.channel)) state.channel = snap.channels[0] || null;
-  let msgs = 0, bytes = 0;
-  for (const n of snap.nodes) {
-    if (n.rates) { msgs += n.rates.msg_out || 0; bytes += n.rates.bytes_out || 0; }
+  if (Array.isArray(snap.traffic_history)) {
+    // The first state (and every HTTP snapshot) carries the last minutes: the chart is full from the start.
+    state.traffic = snap.traffic_history.slice(-TRAFFIC_POINTS);
+  } else if (snap.traffic && (!state.traffic.length || snap.traffic.t > state.traffic[state.traffic.length - 1].t)) {
+    state.traffic.push(snap.traffic);
   }
-  state.traffic.push({ t: snap.time, msgs, bytes });
   while (state.traffic.length > TRAFFIC_POINTS) state.traffic.shift();
   renderLoad(snap);
   renderGraph(snap);
@@ -434,11 +463,15 @@ function renderTraffic() {
   const newest = pts[pts.length - 1].t;
   const x = (t) => W - ((W - left) * (newest - t)) / TRAFFIC_WINDOW;
   const y = (v, max) => H - bottom - ((H - bottom - 6) * v) / max;
-  const line = (key, max) => pts.filter((p) => newest - p.t <= TRAFFIC_WINDOW)
-    .map((p, i) => `${i ? "L" : "M"}${x(p.t).toFixed(1)},${y(p[key], max).toFixed(1)}`).join(" ");
+  // A peer's own dashboard polls only while a page is open: its history has holes, drawn as holes.
+  const hole = 3 * Math.max(1, state.snapshot ? state.snapshot.poll_interval_ms / 1000 : 1);
+  const shown = pts.filter((p) => newest - p.t <= TRAFFIC_WINDOW);
+  const line = (key, max) => shown
+    .map((p, i) => `${i && p.t - shown[i - 1].t <= hole ? "L" : "M"}${x(p.t).toFixed(1)},${y(p[key], max).toFixed(1)}`)
+    .join(" ");
   svg.appendChild(el("svg:text", { x: left, y: H - 2 }, `-${TRAFFIC_WINDOW}s`));
   svg.appendChild(el("svg:text", { x: W - 2, y: H - 2, "text-anchor": "end" }, "now"));
-  svg.appendChild(el("svg:path", { class: "msgs", d: line("msgs", maxMsgs) }));
+  svg.appendChild(el("svg:path", { class: "msgs", d: line("msgs", maxMsgs), "data-points": shown.length }));
   svg.appendChild(el("svg:path", { class: "bytes", d: line("bytes", maxBytes) }));
   const now = pts[pts.length - 1];
   $("traffic-text").textContent = `now ${fmtRate(now.msgs)} messages/s (solid, peak ${fmtRate(maxMsgs)}) and ` +
@@ -466,4 +499,5 @@ function renderEvents() {
   }
 }
 
+pollWithoutWebSocket();
 connect();
