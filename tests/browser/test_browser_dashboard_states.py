@@ -5,6 +5,8 @@ WebSocket) fed scripted statuses, so that each test sees exactly the case a new 
 
 from __future__ import annotations
 
+import itertools
+import re
 import sys
 import time
 from collections import deque
@@ -136,6 +138,60 @@ def test_a_killed_peer_is_labelled_killed_and_its_last_log_line_stands_apart(ope
             "li => [...li.childNodes].filter(n => n.nodeType === Node.TEXT_NODE).map(n => n.textContent).join('')"
         )
         assert own_text == f"{peer_id('p1')} killed by SIGKILL"
+
+
+# --------------------------------------------------------------------------------------------------
+# 2. the block-propagation histogram
+
+
+def test_the_histogram_scales_to_failover_stalls_without_overlapping_labels(open_page: OpenPage) -> None:
+    from playwright.sync_api import expect
+
+    fast = [30 + (7 * i) % 60 for i in range(60)]  # gossip hops: 30-89 ms
+    stalls = [10_000, 10_050, 10_120, 10_200, 10_300, 10_400]  # a leader's failover
+    with network() as served:
+        served.call(set_latencies(fast + stalls))
+        served.refresh()
+        page = open_page(served.url)
+        expect(page.locator("#latency rect.bar-rect").first).to_have_attribute(
+            "data-count", re.compile(r"^\d+$"), timeout=WAIT_MS
+        )
+        # One look, in one go: each snapshot draws the chart anew, and a node measured after it was replaced
+        # has no geometry.
+        chart = page.evaluate(
+            """() => {
+                const svg = document.getElementById("latency");
+                const r = (e) => { const b = e.getBoundingClientRect();
+                                   return {x: b.x, y: b.y, width: b.width, height: b.height}; };
+                const bars = [...svg.querySelectorAll("rect.bar-rect")];
+                const peak = Math.max(...bars.map((b) => +b.dataset.count));
+                const tallest = bars.find((b) => +b.dataset.count === peak);
+                return {
+                    svg: r(svg),
+                    bins: bars.map((b) => [+b.dataset.lo, +b.dataset.hi, +b.dataset.count]),
+                    ticks: [...svg.querySelectorAll("text.tick")].map(r),
+                    tallest: r(tallest),
+                    peakLabels: [...svg.querySelectorAll("text.count")]
+                        .filter((t) => t.textContent === String(peak)).map(r),
+                };
+            }"""
+        )
+        found = chart["bins"]
+        assert sum(count for _, _, count in found) == len(fast) + len(stalls)
+        # the stalls have a bar of their own that says ~10 s, the fast blocks bars that say tens of ms
+        slow = [(lo, hi, count) for lo, hi, count in found if count and lo >= 1000]
+        assert slow and sum(count for *_, count in slow) == len(stalls), found
+        assert all(lo <= 10_000 and hi > 10_400 for lo, hi, _ in slow), found
+        assert all(hi <= 200 for lo, hi, count in found if count and lo < 1000), found
+
+        svg, ticks = chart["svg"], chart["ticks"]
+        assert len(ticks) >= 3
+        for a, b in itertools.pairwise(ticks):
+            assert a["x"] + a["width"] <= b["x"], f"tick labels overlap: {a} {b}"
+        assert all(inside(t, svg) for t in ticks), (ticks, svg)
+        # the tallest bar, and its count, entirely within the chart
+        assert inside(chart["tallest"], svg), chart
+        assert chart["peakLabels"] and all(inside(c, svg) for c in chart["peakLabels"]), chart
 
 
 # --------------------------------------------------------------------------------------------------

@@ -389,6 +389,62 @@ async function peerAction(name, action) {
 
 // --- block propagation latency -----------------------------------------------------------------
 
+// The smallest value of the 1-2-5 sequence (1, 2, 5, 10, 20, ...) that is at least / more than x (x > 0).
+function niceAtLeast(x) {
+  let p = Math.pow(10, Math.floor(Math.log10(x)));
+  for (;;) {
+    for (const m of [1, 2, 5]) if (m * p >= x - 1e-9) return m * p;
+    p *= 10;
+  }
+}
+function niceAbove(x) { return niceAtLeast(x * (1 + 1e-9) + 1e-9); }
+function niceAtMost(x) { // the largest 1-2-5 value ≤ x
+  const n = niceAtLeast(x);
+  if (n <= x + 1e-9) return n;
+  const p = Math.pow(10, Math.floor(Math.log10(n)));
+  const m = Math.round(n / p);
+  return m === 1 ? p / 2 : m === 2 ? p : 2 * p;
+}
+
+// The histogram's bins, scaled to the samples (ms): linear bins of a round width while the samples are of one
+// magnitude; once the slowest is ten times the median (a 10 s failover stall among 40 ms hops), bins on a log
+// axis, 1-2-5 per decade, so that both can be read. ``resolution`` is the finest step a sample has (the poll
+// interval when polled). Returns {logScale, bins: [{lo, hi, count}]}; the bins cover every sample.
+function latencyBins(samples, resolution) {
+  // A polled sample is a whole number of polls give or take the jitter of the polling: rounded to it, so that
+  // 498 ms and 502 ms (both "one poll") fall into one bin rather than either side of the 500 ms edge.
+  const quantized = resolution > 1 ? samples.map((s) => Math.round(s / resolution) * resolution) : samples;
+  const sorted = [...quantized].sort((a, b) => a - b);
+  const min = sorted[0], max = sorted[sorted.length - 1], median = sorted[Math.floor(sorted.length / 2)];
+  const logScale = max > 10 * Math.max(median, resolution);
+  const edges = [];
+  if (logScale) {
+    const first = niceAtMost(Math.max(min, resolution, 1));
+    if (min < first) edges.push(0); // zeros (and samples under the resolution) get a bin of their own
+    for (let e = first; edges[edges.length - 1] === undefined || edges[edges.length - 1] <= max; e = niceAbove(e)) {
+      edges.push(e);
+    }
+  } else {
+    const step = niceAtLeast(Math.max(resolution, (max - min) / 12, 1));
+    for (let e = Math.floor(min / step) * step; edges.length < 2 || edges[edges.length - 1] <= max; e += step) {
+      edges.push(e);
+    }
+  }
+  const bins = [];
+  for (let i = 0; i + 1 < edges.length; i++) bins.push({ lo: edges[i], hi: edges[i + 1], count: 0 });
+  let b = 0;
+  for (const s of sorted) {
+    while (b < bins.length - 1 && s >= bins[b].hi) b += 1;
+    bins[b].count += 1;
+  }
+  return { logScale, bins };
+}
+
+// A bin edge on the axis: short, as there may be a dozen.
+function fmtTick(ms) {
+  return ms < 1000 ? `${ms}ms` : `${+(ms / 1000).toFixed(1)}s`;
+}
+
 function renderLatency(snap) {
   const controls = $("latency-controls");
   if (snap.channels.length > 1 && controls.childElementCount === 0) {
@@ -402,8 +458,9 @@ function renderLatency(snap) {
   const info = state.channel ? snap.latency[state.channel] : null;
   const samples = info ? info.samples_ms : [];
   const text = $("latency-text");
-  const W = 420, H = 190, left = 30, bottom = 22, top = 8;
-  svg.appendChild(el("svg:line", { class: "axis", x1: left, y1: H - bottom, x2: W - 5, y2: H - bottom }));
+  // top leaves room for the count above the tallest bar; left and right for half of the outer edge labels
+  const W = 420, H = 190, left = 16, right = 16, bottom = 22, top = 16;
+  svg.appendChild(el("svg:line", { class: "axis", x1: left, y1: H - bottom, x2: W - right, y2: H - bottom }));
   if (snap.view === "peer") {
     svg.appendChild(el("svg:text", { x: W / 2, y: H / 2, "text-anchor": "middle" }, "needs the network view"));
     text.textContent = "A single peer sees only its own ledger: the time for a block to reach every peer is " +
@@ -415,38 +472,55 @@ function renderLatency(snap) {
     text.textContent = `Blocks that appear from now on are measured, at the poll interval (${snap.poll_interval_ms} ms).`;
     return;
   }
-  const width = info.exact ? 50 : Math.max(50, snap.poll_interval_ms);
-  const maxBuckets = 16;
-  const counts = new Array(maxBuckets).fill(0);
-  // A sample is a whole number of polls (with jitter): bucket k is "about k poll intervals".
-  for (const s of samples) counts[Math.min(maxBuckets - 1, Math.round(s / width))] += 1;
-  let last = maxBuckets - 1;
-  while (last > 2 && counts[last] === 0) last -= 1;
-  const n = last + 1;
-  const peak = Math.max(...counts);
-  const bw = (W - left - 10) / n;
-  for (let i = 0; i < n; i++) {
-    const h = ((H - bottom - top) * counts[i]) / peak;
+  const resolution = info.exact ? 1 : snap.poll_interval_ms;
+  const { logScale, bins } = latencyBins(samples, resolution);
+  svg.dataset.scale = logScale ? "log" : "linear";
+  const peak = Math.max(...bins.map((b) => b.count));
+  const bw = (W - left - right) / bins.length;
+  bins.forEach((bin, i) => {
+    const h = ((H - bottom - top) * bin.count) / peak;
     const x = left + i * bw;
-    svg.appendChild(el("svg:rect", { class: "bar-rect", x: x + 2, y: H - bottom - h, width: bw - 4, height: h },
-    ));
-    if (counts[i]) svg.appendChild(el("svg:text", { x: x + bw / 2, y: H - bottom - h - 2, "text-anchor": "middle" }, String(counts[i])));
-    const label = i === 0 ? `<${width / 1000}` : i === maxBuckets - 1 ? `≥${(i * width) / 1000}` : `~${(i * width) / 1000}`;
-    if (n <= 8 || i % 2 === 0 || i === n - 1) {
-      svg.appendChild(el("svg:text", { x: x + bw / 2, y: H - 8, "text-anchor": "middle" }, label));
+    const rect = el("svg:rect", {
+      class: "bar-rect", x: x + 1.5, y: H - bottom - h, width: Math.max(1, bw - 3), height: h,
+      "data-lo": bin.lo, "data-hi": bin.hi, "data-count": bin.count,
+    });
+    rect.appendChild(el("svg:title", {}, `${fmtDuration(bin.lo)} to ${fmtDuration(bin.hi)}: ${bin.count} block(s)`));
+    svg.appendChild(rect);
+    if (bin.count) {
+      svg.appendChild(el("svg:text", {
+        class: "count", x: x + bw / 2, y: H - bottom - h - 3, "text-anchor": "middle",
+      }, String(bin.count)));
     }
+  });
+  // Edge labels left to right, each kept only where it clears the one before (measured, as the font decides);
+  // the last edge is always labelled, at the cost of its neighbour, so that the axis says how far it goes.
+  const ticks = bins.map((b) => b.lo).concat([bins[bins.length - 1].hi]);
+  const placed = [];
+  ticks.forEach((ms, i) => {
+    const t = el("svg:text", { class: "tick", x: left + i * bw, y: H - 8, "text-anchor": "middle" }, fmtTick(ms));
+    svg.appendChild(t);
+    const box = t.getBBox();
+    placed.push({ t, lo: box.x, hi: box.x + box.width });
+  });
+  const gap = 3;
+  let keptEnd = -Infinity;
+  const last = placed[placed.length - 1];
+  for (const p of placed) {
+    const clearsNext = p === last || p.hi + gap <= last.lo;
+    if (p.lo >= keptEnd + gap && clearsNext) keptEnd = p.hi;
+    else if (p !== last) p.t.remove();
   }
-  svg.appendChild(el("svg:text", { x: 2, y: H - 8 }, "s"));
   const sorted = [...samples].sort((a, b) => a - b);
   const q = (p) => sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))];
   text.textContent = `${samples.length} recent blocks on ${state.channel}: median ${fmtDuration(q(0.5))}, ` +
     `p90 ${fmtDuration(q(0.9))}, max ${fmtDuration(sorted[sorted.length - 1])}` +
     (info.incomplete ? `, ${info.incomplete} never reached every peer` : "") +
+    (logScale ? ". Bins on a log scale (each about twice the one before), as the slowest blocks took ten times the median" : "") +
     (info.exact
       ? ". From the peers' own commit timestamps: last commit minus first."
       : `. Resolution: the poll interval (${snap.poll_interval_ms} ms): from the first poll that saw a peer ` +
-        `holding the block to the first that saw every reachable peer holding it; "<${width / 1000}" means ` +
-        "within one poll.");
+        "holding the block to the first that saw every reachable peer holding it; a bar from 0 means within " +
+        "one poll.");
 }
 
 // --- traffic over time -------------------------------------------------------------------------
