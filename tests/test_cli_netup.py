@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
+from collections import deque
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,7 +23,9 @@ from polling import wait_until
 from rumor_processes import RUMOR, clean_env
 
 from rumor.etcdnet import etcd_binary
-from rumor.network import free_base_port, init_network
+from rumor.netup import NetworkPlan, NetworkUp, UpOptions, describe_exit
+from rumor.network import NetworkLayout, free_base_port, init_network
+from rumor.ops.dashboard import Dashboard
 
 
 def run(*args: str, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -216,6 +223,9 @@ def test_up_serves_commands_stops_on_sigint_and_resumes(tmp_path: Path) -> None:
             assert text in status.stdout
         as_json = json.loads(run("status", "--peer", ops, "--json").stdout)
         assert as_json["peer_id"] == "peer0.org1.example.com"
+        # its membership names the other peer as its certificate does (a peer's own dashboard shows that name)
+        other = next(m for m in as_json["membership"] if m["org"] == "Org2MSP")
+        assert other["peer_id"] == "peer0.org2.example.com" and other["endpoint"] == f"127.0.0.1:{base + 2}"
 
         peers = run("peers", "--network", str(root))
         assert peers.returncode == 0, peers.stderr
@@ -325,3 +335,52 @@ def test_up_runs_an_etcd_ordering_service_of_three_orderers(tmp_path: Path) -> N
         assert up.interrupt() == 0, up.output()
         assert any("stopped 1 peers and 3 orderers and 3 etcd members" in line for line in up.lines), up.output()
         assert not [pid for pid in up.seen_children if alive(pid)]
+
+
+# --------------------------------------------------------------------------------------------------
+# How a peer ended, and the status line
+
+
+def test_an_exit_by_signal_is_named_by_the_signal() -> None:
+    assert describe_exit(-9) == "killed by SIGKILL"
+    assert describe_exit(-int(signal.SIGTERM)) == "killed by SIGTERM"
+    assert describe_exit(-200) == "killed by signal 200"
+    assert describe_exit(3) == "exited on its own (exit code 3)"
+    assert describe_exit(1, context="at start") == "exited at start (exit code 1)"
+
+
+def test_a_peer_killed_by_sigkill_is_reported_so_with_its_last_log_line_apart(tmp_path: Path) -> None:
+    base = free_base_port(1)
+    args = ["--dir", str(tmp_path / "net"), "--rate", "0", "--dashboard-port", "0", "--base-port", str(base)]
+    with network_up(*args, "--orgs", "1", "--peers-per-org", "1") as up:
+        up.wait_ready()
+        victim = "peer0.org1.example.com"
+        os.kill(up.children()[victim], signal.SIGKILL)  # as an operator's kill -9 (or the OOM killer) would
+
+        def killed_event() -> dict[str, Any] | None:
+            events = up.get("api/dashboard")["events"]
+            return next((e for e in events if e["event"] == "peer_killed"), None)
+
+        event = wait_until(killed_event, 30, "the dashboard to log the kill")
+        assert event["text"] == f"{victim} killed by SIGKILL", event
+        assert event["exit_code"] == -9
+        assert event["last_log"] and event["last_log"] not in event["text"], event
+        (node,) = [n for n in up.get("api/dashboard")["nodes"] if n["id"] == victim]
+        assert node["state"] == "dead" and node["reason"] == "killed" and node["process"] == "killed", node
+        up.wait_for_line(rf"^{victim} killed by SIGKILL; see ")
+        assert up.interrupt() == 0, up.output()
+
+
+def test_the_status_line_gives_times_under_a_second_in_ms(tmp_path: Path) -> None:
+    up = NetworkUp(UpOptions(dir=tmp_path), out=io.StringIO())
+    layout = NetworkLayout(tmp_path, "mychannel", "127.0.0.1:7050", tmp_path / "orderer.yaml", ())
+    up.plan = NetworkPlan(layout, "127.0.0.1:7050")
+
+    async def no_statuses() -> dict[str, Any]:
+        return {}
+
+    up.dashboard = Dashboard(no_statuses, view="network", title="t")
+    model = up.dashboard.model
+    model.latencies["mychannel"] = deque([0.038, 0.041, 0.044])  # gossip on loopback: tens of ms
+    model.update(1.0, {"p": {"pki_id": "aa", "channels": {"mychannel": {"height": 1}}}})
+    assert "time to all peers (median) 41 ms" in up._summary_line()

@@ -47,7 +47,7 @@ from rumor.etcdnet import etcd_binary
 from rumor.lockfile import DirectoryLock, DirectoryLocked
 from rumor.netctl import NETWORK_UP_LOCK
 from rumor.network import MANIFEST, NetworkInitError, NetworkLayout, init_network, load_layout
-from rumor.ops.dashboard import ControlError, Dashboard
+from rumor.ops.dashboard import ControlError, Dashboard, format_duration
 
 log = logging.getLogger("rumor.netup")
 
@@ -125,6 +125,18 @@ def rumor_command() -> list[str]:
 
 def child_environment(base: Mapping[str, str]) -> dict[str, str]:
     return {**base, PARENT_ENV: str(os.getpid())}
+
+
+def describe_exit(code: int, *, context: str = "on its own") -> str:
+    """How a child ended, from its return code: asyncio reports death by signal N as -N, and "exit code -9"
+    reads as if the program had chosen to exit rather than been killed by someone (the OOM killer, kill -9)."""
+    if code < 0:
+        try:
+            signame = signal.Signals(-code).name
+        except ValueError:
+            signame = f"signal {-code}"
+        return f"killed by {signame}"
+    return f"exited {context} (exit code {code})"
 
 
 def tail(path: Path, lines: int = LOG_TAIL, start: int = 0) -> list[str]:
@@ -236,7 +248,7 @@ class Child:
                         self.state = "exited"
                         self.returncode = code
                         raise NetUpError(
-                            f"{self.name} exited at start (exit code {code}); last lines of {self.log_path}:",
+                            f"{self.name} {describe_exit(code, context='at start')}; last lines of {self.log_path}:",
                             self.log_tail(),
                             code=EXIT_FAILURE,
                         )
@@ -640,7 +652,7 @@ class NetworkUp:
     # --- controls (the dashboard's buttons) -----------------------------------------------------
 
     def processes(self) -> Mapping[str, str]:
-        return {name: child.state for name, child in self.peers.items()}
+        return {name: _process_label(child) for name, child in self.peers.items()}
 
     def ordering_state(self) -> Mapping[str, Any] | None:
         """The ordering service for the dashboard: each orderer, each channel's cutter, each etcd member."""
@@ -724,7 +736,9 @@ class NetworkUp:
         if child.state not in ("running", "starting"):
             raise ControlError(f"{name} is not running ({child.state})")
         await child.stop(self.options.stop_timeout)
-        self._event("peer_stopped", f"operator stopped {name} (process {child.pid}, exit code {child.returncode})")
+        code = child.returncode
+        how = describe_exit(code) if code is not None and code < 0 else f"exit code {code}"  # SIGKILL after the grace
+        self._event("peer_stopped", f"operator stopped {name} (process {child.pid}, {how})")
 
     async def start_peer(self, name: str) -> None:
         child = self._child(name)
@@ -756,13 +770,18 @@ class NetworkUp:
             self.dashboard.poke()
 
     def _child_exited(self, child: Child, code: int) -> None:
+        how = describe_exit(code)
+        kind = ("peer" if child.kind == "peer" else "orderer") + ("_killed" if code < 0 else "_exited")
+        entry: dict[str, Any] = {"event": kind, "peer": None, "text": f"{child.name} {how}", "exit_code": code}
         last = child.log_tail(1)
-        self._event(
-            "peer_exited" if child.kind == "peer" else "orderer_exited",
-            f"{child.name} exited on its own (exit code {code}){': ' + last[0] if last else ''}",
-        )
+        if last:  # its own field: the page shows it on a line of its own, apart from what happened
+            entry["last_log"] = last[0]
+        log.debug("%s", entry["text"])
+        if self.dashboard is not None:
+            self.dashboard.model.add_event(entry)
+            self.dashboard.poke()
         if not self.interactive:
-            self.say(f"{child.name} exited on its own (exit code {code}); see {child.log_path}")
+            self.say(f"{child.name} {how}; see {child.log_path}")
 
     # --- polling --------------------------------------------------------------------------------
 
@@ -1085,7 +1104,7 @@ class NetworkUp:
         heights = [n["heights"].get(channel, 0) for n in alive if channel in n.get("heights", {})]
         leaders = sorted({f"{n['org']}:{n['id'].split('.')[0]}" for n in observed if channel in n.get("leader", [])})
         samples = sorted(snap.get("latency", {}).get(channel, {}).get("samples_ms", []))
-        median = f"{samples[len(samples) // 2] / 1000:.1f}s" if samples else "–"
+        median = format_duration(samples[len(samples) // 2] / 1000) if samples else "–"
         load = self.load_state() or {}
         span = f"{min(heights)}..{max(heights)}" if heights else "–"
         return (
@@ -1173,6 +1192,13 @@ class _NoProgress:
 
     def update(self, *_args: Any, **_kwargs: Any) -> None:
         return None
+
+
+def _process_label(child: Child) -> str:
+    """The state the dashboard shows for ``child``'s process: "killed" rather than "exited" for death by signal."""
+    if child.state == "exited" and child.returncode is not None and child.returncode < 0:
+        return "killed"
+    return child.state
 
 
 def loop_task(coro: Any) -> asyncio.Task[Any]:

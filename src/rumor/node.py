@@ -66,7 +66,7 @@ from rumor.core.types import (
     Send,
 )
 from rumor.crypto.api import CryptoError
-from rumor.crypto.identity import SigningIdentity, read_pem_certificates, serialize_identity
+from rumor.crypto.identity import SigningIdentity, deserialize_identity, read_pem_certificates, serialize_identity
 from rumor.crypto.mcs import X509CryptoService
 from rumor.crypto.msp import OrgRegistry
 from rumor.ledger import Ledger, LedgerError
@@ -138,6 +138,7 @@ class Peer:
         self._subscribers: list[_Subscriber] = []
         self._commit_events: dict[str, asyncio.Event] = {}
         self._recent_commits: dict[str, deque[tuple[int, float]]] = {}
+        self._member_names: dict[bytes, str] = {}  # PKI-ID -> its certificate's CN (a PKI-ID is one certificate)
         self._wake = asyncio.Event()
         self._started = False
         self._stopping = False
@@ -425,13 +426,19 @@ class Peer:
                 "recent_commits": [list(item) for item in self._recent_commits.get(name, ())],
             }
         membership = [
-            {"pki_id": m.pki_id.hex(), "endpoint": m.preferred_endpoint, "org": m.org.decode(), "alive": True}
-            for m in self.core.node.peers()
+            {
+                "pki_id": m.pki_id.hex(),
+                "peer_id": self._member_name(m.pki_id),
+                "endpoint": m.preferred_endpoint,
+                "org": m.org.decode(),
+                "alive": alive,
+            }
+            for alive, members in ((True, self.core.node.peers()), (False, self.core.node.discovery.dead_members()))
+            for m in members
         ]
-        membership += [
-            {"pki_id": m.pki_id.hex(), "endpoint": m.preferred_endpoint, "org": m.org.decode(), "alive": False}
-            for m in self.core.node.discovery.dead_members()
-        ]
+        if len(self._member_names) > 2 * len(membership) + 16:  # members forgotten long ago: let them go
+            current = {bytes.fromhex(m["pki_id"]) for m in membership}
+            self._member_names = {k: v for k, v in self._member_names.items() if k in current}
         return {
             "peer_id": self.config.peer.id,
             "network_id": self.config.peer.network_id,
@@ -447,6 +454,23 @@ class Peer:
                 for t, n, f in self.tracer.recent[-50:]
             ],
         }
+
+    def _member_name(self, pki_id: bytes) -> str:
+        """The peer id of a member: the CN of its certificate, as Fabric's cryptogen (and network init) issue
+        them; "" while its identity is unknown. Parsed once per PKI-ID, since the status is polled often."""
+        name = self._member_names.get(pki_id)
+        if name is None:
+            identity = self.core.node.identities.peek(pki_id)
+            if identity is None:
+                return ""  # not remembered: it may be learnt later, so ask again next time
+            try:
+                _, cert = deserialize_identity(identity)
+                names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+                name = str(names[0].value) if names else ""
+            except (CryptoError, ValueError):
+                name = ""
+            self._member_names[pki_id] = name
+        return name
 
     # --- the application's calls ----------------------------------------------------------------
 

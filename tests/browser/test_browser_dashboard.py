@@ -5,8 +5,6 @@ Debian's chromium (/usr/bin/chromium, installed by `make test`) is used; Playwri
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -14,29 +12,19 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from browser_env import CHROMIUM, CHROMIUM_ARGS, chromium_missing
 from netup_proc import alive, network_up
 from polling import wait_until
 
 from rumor.network import free_base_port
 
-CHROMIUM = os.environ.get("RUMOR_TEST_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 PEERS = ["peer0.org1.example.com", "peer1.org1.example.com", "peer0.org2.example.com", "peer1.org2.example.com"]
 
 
 @pytest.fixture
 def browser_page(tmp_path: Path):  # type: ignore[no-untyped-def]
-    if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
-        pytest.skip(f"{CHROMIUM} is missing (make test installs Debian's chromium)")
+    if (missing := chromium_missing()) is not None:
+        pytest.skip(missing)
     playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the test extras")
     profile = tmp_path / "chromium-profile"
     profile.mkdir()

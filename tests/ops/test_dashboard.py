@@ -10,8 +10,9 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from polling import wait_for
 
-from rumor.ops.dashboard import ControlError, Dashboard, DashboardModel, Hub
+from rumor.ops.dashboard import ControlError, Dashboard, DashboardModel, Hub, format_duration
 from rumor.ops.metrics import PeerMetrics
 from rumor.ops.server import OperationsServer
 
@@ -86,7 +87,9 @@ def status(
     sent: int = 0,
     dead: tuple[str, ...] = (),
     events: list[dict[str, Any]] | None = None,
+    member_ids: bool = False,
 ) -> dict[str, Any]:
+    """``member_ids``: the membership names each member by its certificate's CN, as a rumor peer's now does."""
     others = [n for n in PKI if n != name]
     return {
         "peer_id": f"{name}.example.com",
@@ -107,6 +110,7 @@ def status(
                 "endpoint": f"127.0.0.1:{7051 + list(PKI).index(o)}",
                 "org": ORG[o],
                 "alive": o not in dead,
+                **({"peer_id": f"{o}.example.com"} if member_ids else {}),
             }
             for o in others
         ],
@@ -158,6 +162,30 @@ def test_model_marks_stopped_and_unreachable_peers_dead() -> None:
     assert node(snap, "p1")["dead_votes"] == 1
     assert node(snap, "p0")["state"] == "alive"
     assert all(node(snap, "p1")["key"] not in edge for edge in snap["edges"])
+
+
+def test_model_says_how_a_peers_process_ended() -> None:
+    model = DashboardModel()
+    model.update(0.0, {n: status(n, 1) for n in PKI})
+    snap = model.update(
+        1.0,
+        {"p0": status("p0", 1), "p1": None, "q0": None},
+        processes={"p0": "running", "p1": "killed", "q0": "exited"},
+    )
+    assert node(snap, "p1")["reason"] == "killed" and node(snap, "p1")["process"] == "killed"
+    assert node(snap, "q0")["reason"] == "exited"
+
+
+def test_a_peer_never_reached_is_one_node_with_the_member_its_certificate_names() -> None:
+    model = DashboardModel()
+    snap = model.update(
+        0.0,
+        {"p0.example.com": status("p0", 1, member_ids=True), "p1.example.com": None},
+        processes={"p0.example.com": "running", "p1.example.com": "killed"},
+    )
+    named = [n for n in snap["nodes"] if n["id"] == "p1.example.com"]
+    assert len(named) == 1, snap["nodes"]
+    assert named[0]["observed"] and named[0]["reason"] == "killed" and named[0]["endpoint"] == "127.0.0.1:7052"
 
 
 def test_model_measures_time_to_all_peers() -> None:
@@ -223,6 +251,40 @@ def test_peer_view_shows_members_from_one_peers_membership() -> None:
     assert others["127.0.0.1:7053"]["state"] == "dead" and others["127.0.0.1:7053"]["reason"] == "declared dead"
     assert len(snap["edges"]) == 1
     assert snap["latency"]["mychannel"]["samples_ms"] == []
+
+
+def test_peer_view_names_members_by_the_peer_id_their_certificate_gives() -> None:
+    dead = {"time": 51.0, "event": "peer_dead", "pki_id": PKI["q0"], "endpoint": "127.0.0.1:7053", "reason": "expired"}
+    model = DashboardModel(view="peer")
+    snap = model.update(0.0, {"p0": status("p0", 4, dead=("q0",), member_ids=True, events=[dead])})
+    assert {n["id"]: n["endpoint"] for n in snap["nodes"]} == {
+        "p0.example.com": "127.0.0.1:7051",
+        "p1.example.com": "127.0.0.1:7052",
+        "q0.example.com": "127.0.0.1:7053",
+    }
+    assert model.take_new_events()[0]["text"] == "p0.example.com: declared q0.example.com dead (expired)"
+    # a membership from before (no peer ids) still names them by endpoint
+    older = DashboardModel(view="peer").update(0.0, {"p0": status("p0", 4)})
+    assert sorted(n["id"] for n in older["nodes"] if not n["observed"]) == ["127.0.0.1:7052", "127.0.0.1:7053"]
+
+
+def test_model_keeps_the_traffic_of_the_last_minutes() -> None:
+    model = DashboardModel(traffic_window=120.0)
+    for i in range(100):  # one round every 2 s for 200 s, each peer sending 10 messages a second
+        model.update(2.0 * i, {n: status(n, 1, sent=20 * i) for n in PKI}, wall=1000.0 + 2 * i)
+    history = model.traffic_history()
+    assert history[0]["t"] >= 1198.0 - 120 and history[-1]["t"] == 1198.0
+    assert len(history) == 61
+    assert history[-1]["msgs"] == pytest.approx(30.0) and history[-1]["bytes"] == pytest.approx(3000.0)
+    assert model.last["traffic"] == history[-1]
+
+
+def test_durations_under_a_second_are_in_ms() -> None:
+    assert format_duration(0.041) == "41 ms"
+    assert format_duration(0.0004) == "0 ms"
+    assert format_duration(0.9994) == "999 ms"
+    assert format_duration(1.0) == "1.0 s"
+    assert format_duration(10.26) == "10.3 s"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -317,6 +379,48 @@ async def test_websocket_feeds_snapshots_and_buttons_act(served: tuple[str, Dash
         async with session.post(url + "/api/load/explode") as resp:
             assert resp.status == 404
     assert controls.paused
+
+
+async def test_the_first_state_brings_the_traffic_history(served: tuple[str, Dashboard, FakeControls]) -> None:
+    url, dashboard, _ = served
+    await wait_for(lambda: dashboard.rounds >= 4, what="a few rounds of the feed")
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(url + "/ws") as ws:
+            async with asyncio.timeout(10):
+                while (first := json.loads((await ws.receive()).data))["type"] != "snapshot":
+                    pass
+        assert len(first["traffic_history"]) >= 4
+        assert first["traffic_history"][-1] == first["traffic"]
+        async with session.get(url + "/api/dashboard") as resp:
+            over_http = await resp.json()
+        assert over_http["type"] == "snapshot" and len(over_http["traffic_history"]) >= 4
+        assert "events" in over_http
+
+
+async def test_an_idle_peer_dashboard_answers_api_dashboard_with_the_peer_as_it_is_now() -> None:
+    """A page reading /api/dashboard over HTTP (its WebSocket blocked) opens no WebSocket: the feed of a peer's own
+    dashboard is idle then, and the snapshot must still follow the peer."""
+    height = {"now": 3}
+    ops = OperationsServer(
+        "127.0.0.1:0", status=lambda: status("p0", height["now"]), metrics=PeerMetrics(), dashboard_interval=0.05
+    )
+    await ops.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+
+            async def shown_height() -> int:
+                async with session.get(f"http://{ops.address}/api/dashboard") as resp:
+                    return int(node(await resp.json(), "p0")["heights"]["mychannel"])
+
+            assert await shown_height() == 3
+            height["now"] = 10
+            await wait_for(lambda: _equals(shown_height(), 10), what="the snapshot to show the new height")
+    finally:
+        await ops.stop()
+
+
+async def _equals(value: Any, wanted: Any) -> bool:
+    return (await value) == wanted
 
 
 async def test_a_peers_operations_endpoint_serves_its_own_view() -> None:

@@ -16,6 +16,10 @@ interval (the page says so). When every peer's status lists its recent commits w
 (``channels[ch]["recent_commits"] = [[number, unix_time], ...]``), the latency is exact instead: the last
 commit time minus the first. Only blocks that appear while the dashboard runs are measured.
 
+A page that opens gets the first state (``Dashboard.first_state``: the latest snapshot, the recent events and
+the traffic of the last ``traffic_window`` seconds) as the first WebSocket message and from ``GET /api/dashboard``,
+which the page also reads while its WebSocket is not open.
+
 The model is pure (time comes in as ``now``, wall-clock ``wall``), so tests drive it without a network.
 """
 
@@ -41,6 +45,16 @@ STATIC_DIR = Path(str(resources.files("rumor.ops") / "static"))
 """index.html, dashboard.js, dashboard.css: plain files, no build step."""
 
 EVENT_KINDS = frozenset({"peer_alive", "peer_dead", "leader_changed", "block_rejected", "bootstrap_refused"})
+
+PROCESS_REASONS = frozenset({"stopped", "exited", "killed"})
+"""Process states (of ``Controls.processes``) that say why an observed peer does not answer: shown as they are."""
+
+
+def format_duration(seconds: float) -> str:
+    """``41 ms`` under a second, ``2.3 s`` from there on: one decimal of a second would say 0.0 s for gossip."""
+    if seconds < 1.0:
+        return f"{round(seconds * 1000)} ms"
+    return f"{seconds:.1f} s"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -108,10 +122,18 @@ class _Counters:
 @dataclass
 class _NodeInfo:
     key: str
-    name: str = ""
+    own_name: str = ""
+    """The peer id the peer reports itself (its status), or the name network up runs it under."""
+    cert_name: str = ""
+    """The peer id another peer's membership gives it (the CN of its certificate)."""
     org: str = ""
     endpoint: str = ""
     pki_id: str = ""
+
+    @property
+    def name(self) -> str:
+        """Its own word first, then its certificate's, then where it listens: an endpoint names no one."""
+        return self.own_name or self.cert_name or self.endpoint or self.key[:16]
 
 
 @dataclass
@@ -133,12 +155,16 @@ class DashboardModel:
     """A block not on every peer after this many seconds is no longer waited for (counted as incomplete)."""
     rate_window: float = 5.0
     """Messages/s and bytes/s are averaged over this many seconds."""
+    traffic_window: float = 120.0
+    """How much of the traffic chart's past is kept, so that a page opened now draws it at once."""
     rates: dict[str, dict[str, float]] = field(default_factory=dict)
     latencies: dict[str, deque[float]] = field(default_factory=dict)
     incomplete: dict[str, int] = field(default_factory=dict)
     exact: dict[str, bool] = field(default_factory=dict)
     """Channels whose latencies come from the peers' own commit timestamps rather than from polling."""
     events: deque[dict[str, Any]] = field(default_factory=deque)
+    traffic: deque[dict[str, float]] = field(default_factory=deque)
+    """{"t": wall time, "msgs": messages/s, "bytes": bytes/s} sent by the observed peers, one per update."""
     _counters: dict[str, deque[_Counters]] = field(default_factory=dict)
     _nodes: dict[str, _NodeInfo] = field(default_factory=dict)
     _keys: dict[str, str] = field(default_factory=dict)  # observed peer's name -> its node's key
@@ -174,19 +200,11 @@ class DashboardModel:
             observed_keys[name] = key
             self._keys[name] = key
             info = self._nodes.setdefault(key, _NodeInfo(key))
-            info.name = str(status.get("peer_id") or name)
+            info.own_name = str(status.get("peer_id") or name)
             info.org = str(status.get("org") or info.org)
             info.endpoint = str(status.get("endpoint") or info.endpoint)
             info.pki_id = str(status.get("pki_id") or "")
             self._update_rates(key, now, status.get("comm") or {})
-        # Observed peers that did not answer: keep them under the key they had last time.
-        for name in statuses:
-            if name not in reachable:
-                key = self._keys.get(name, f"name:{name}")
-                observed_keys[name] = key
-                self._nodes.setdefault(key, _NodeInfo(key, name=name))
-                self.rates.pop(key, None)
-                self._counters.pop(key, None)
         for status in reachable.values():
             for member in status.get("membership") or []:
                 key = str(member.get("pki_id") or "")
@@ -195,9 +213,20 @@ class DashboardModel:
                 info = self._nodes.setdefault(key, _NodeInfo(key, pki_id=key))
                 info.org = info.org or str(member.get("org") or "")
                 info.endpoint = info.endpoint or str(member.get("endpoint") or "")
-                info.name = info.name or info.endpoint or key[:16]
+                info.cert_name = info.cert_name or str(member.get("peer_id") or "")
+        # Observed peers that did not answer: keep them under the key they had last time, or (never reached) under
+        # that of the member whose certificate bears their name, so that they are one node rather than two.
+        for name in statuses:
+            if name not in reachable:
+                key = self._keys.get(name) or self._key_named(name) or f"name:{name}"
+                observed_keys[name] = key
+                self._nodes.setdefault(key, _NodeInfo(key, own_name=name))
+                self.rates.pop(key, None)
+                self._counters.pop(key, None)
         for name, status in reachable.items():  # once every node has its name, so events can say who
             self._take_events(self._nodes[observed_keys[name]].name, status.get("events") or [])
+
+        self._record_traffic(wall, [observed_keys[name] for name in reachable])
 
         channels = sorted({ch for s in reachable.values() for ch in (s.get("channels") or {})})
         if self.view == "network":  # one peer's own heights say nothing about reaching every peer
@@ -209,6 +238,9 @@ class DashboardModel:
         return snapshot
 
     # --- pieces of update -----------------------------------------------------------------------
+
+    def _key_named(self, name: str) -> str | None:
+        return next((key for key, info in self._nodes.items() if info.cert_name == name), None)
 
     def _update_rates(self, key: str, now: float, comm: Mapping[str, Any]) -> None:
         """Rates over the last ``rate_window`` seconds (gossip is bursty: one poll interval would flicker)."""
@@ -234,6 +266,21 @@ class DashboardModel:
             "bytes_out": rate("comm_bytes_sent"),
             "bytes_in": rate("comm_bytes_received"),
         }
+
+    def _record_traffic(self, wall: float, keys: list[str]) -> None:
+        rates = [self.rates.get(key, {}) for key in keys]
+        point = {
+            "t": wall,
+            "msgs": sum(r.get("msg_out", 0.0) for r in rates),
+            "bytes": sum(r.get("bytes_out", 0.0) for r in rates),
+        }
+        self.traffic.append(point)
+        while self.traffic and wall - self.traffic[0]["t"] > self.traffic_window:
+            self.traffic.popleft()
+
+    def traffic_history(self) -> list[dict[str, float]]:
+        """The traffic points of the last ``traffic_window`` seconds, oldest first."""
+        return list(self.traffic)
 
     def _take_events(self, observer: str, events: list[Mapping[str, Any]]) -> None:
         for event in events:
@@ -377,7 +424,8 @@ class DashboardModel:
                 node["control_id"] = name
                 if status is None:
                     node["state"] = "dead"
-                    node["reason"] = "stopped" if processes.get(name) in ("stopped", "exited") else "unreachable"
+                    process = processes.get(name) or ""
+                    node["reason"] = process if process in PROCESS_REASONS else "unreachable"
                     node["heights"] = {}
                 else:
                     node["state"] = "alive"
@@ -416,6 +464,7 @@ class DashboardModel:
             "latency": latency,
             "controllable": controllable,
             "load": dict(load) if load is not None else None,
+            "traffic": dict(self.traffic[-1]) if self.traffic else None,
         }
 
     @property
@@ -491,6 +540,7 @@ class Dashboard:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self.rounds = 0
+        self._refreshed = float("-inf")  # time.monotonic() of the last round
 
     def start(self) -> None:
         if self._task is None:
@@ -525,7 +575,17 @@ class Dashboard:
             await self.hub.broadcast({"type": "events", "events": events})
         await self.hub.broadcast(snapshot)
         self.rounds += 1
+        self._refreshed = time.monotonic()
         return snapshot
+
+    def first_state(self) -> dict[str, Any]:
+        """What a page that has just opened needs to draw everything at once: the latest snapshot with the
+        recent events and the traffic of the last minutes (later snapshots bring one traffic point each)."""
+        return {
+            **self.model.last,
+            "events": list(self.model.events)[-200:],
+            "traffic_history": self.model.traffic_history(),
+        }
 
     async def _run(self) -> None:
         while True:
@@ -557,8 +617,12 @@ class Dashboard:
         return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
     async def _snapshot(self, _request: web.Request) -> web.Response:
-        snapshot = self.model.last or await self.refresh()
-        return web.json_response({**snapshot, "events": list(self.model.events)[-100:]})
+        # An idle feed (a peer's own dashboard with no WebSocket open) holds a snapshot from whenever someone last
+        # looked: a page that reads this over HTTP (its WebSocket blocked) must see the peer as it is now.
+        idle = self.only_when_watched and not self.hub.clients
+        if not self.model.last or (idle and time.monotonic() - self._refreshed >= self.interval):
+            await self.refresh()
+        return web.json_response(self.first_state())
 
     async def _websocket(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(heartbeat=20)
@@ -566,7 +630,7 @@ class Dashboard:
         try:
             await ws.send_str(json.dumps({"type": "events", "events": list(self.model.events)[-200:]}))
             if self.model.last:
-                await ws.send_str(json.dumps(self.model.last))
+                await ws.send_str(json.dumps({**self.first_state(), "events": []}))  # the events went just before
             self.hub.register(ws)
             self.poke()
             async for message in ws:  # the page sends nothing we act on; this waits for the close

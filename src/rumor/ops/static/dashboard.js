@@ -1,4 +1,6 @@
-// rumor dashboard: renders the snapshots a rumor process broadcasts over /ws.
+// rumor dashboard: renders the snapshots a rumor process broadcasts over /ws. The first one is fetched over
+// HTTP (/api/dashboard), and so are later ones while the WebSocket is not open: a page behind a proxy that
+// refuses WebSockets, or a headless browser that never opens one, still shows the network.
 // Plain JavaScript and SVG, no build step and no library. Two views share this page:
 //   "network" (rumor network up): every peer polled, buttons to stop/start peers and pause the load;
 //   "peer" (a peer's operations endpoint): that peer's own view of the membership.
@@ -18,6 +20,7 @@ const state = {
   channel: null,
   traffic: [],
   pending: new Set(),
+  live: false, // the WebSocket is open
 };
 
 function $(id) { return document.getElementById(id); }
@@ -49,6 +52,11 @@ function fmtRate(x) {
   return x.toFixed(x < 10 ? 1 : 0);
 }
 
+// A duration in milliseconds: "41 ms" under a second (tenths of a second would say 0.0 s for most blocks).
+function fmtDuration(ms) {
+  return ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(1)} s`;
+}
+
 function fmtTime(t) {
   const d = new Date(t * 1000);
   return d.toLocaleTimeString([], { hour12: false }) + "." + String(d.getMilliseconds()).padStart(3, "0").slice(0, 1);
@@ -60,16 +68,38 @@ function connect() {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const base = location.pathname.replace(/[^/]*$/, "");
   const ws = new WebSocket(`${scheme}://${location.host}${base}ws`);
-  ws.onopen = () => setConn("live", "live");
+  ws.onopen = () => { state.live = true; setConn("live", "live"); };
   ws.onmessage = (msg) => {
     const data = JSON.parse(msg.data);
     if (data.type === "snapshot") onSnapshot(data);
     else if (data.type === "events") onEvents(data.events);
   };
   ws.onclose = () => {
+    state.live = false;
     setConn("connecting", "reconnecting…");
     setTimeout(connect, 1000);
   };
+}
+
+// One snapshot over plain HTTP, with the recent events and the traffic history.
+async function fetchSnapshot() {
+  try {
+    const resp = await fetch("api/dashboard", { cache: "no-store" });
+    if (!resp.ok) return;
+    const snap = await resp.json();
+    if (state.live) return; // the WebSocket is quicker and already said as much
+    onSnapshot(snap);
+    setConn("polling", "HTTP snapshots (no live feed)");
+  } catch (err) {
+    // the server is away: the WebSocket's reconnecting badge says so
+  }
+}
+
+// While the WebSocket is not open, poll over HTTP at the dashboard's own pace (at most once a second).
+async function pollWithoutWebSocket() {
+  if (!state.live) await fetchSnapshot();
+  const every = Math.max(1000, state.snapshot ? state.snapshot.poll_interval_ms : 1000);
+  setTimeout(pollWithoutWebSocket, every);
 }
 
 function setConn(cls, text) {
@@ -79,15 +109,19 @@ function setConn(cls, text) {
 }
 
 function onSnapshot(snap) {
+  // An HTTP answer may arrive after a newer snapshot came over the WebSocket: drawing it would go back in time.
+  if (state.snapshot && snap.time < state.snapshot.time) return;
+  if (snap.events && snap.events.length) onEvents(snap.events);
   state.snapshot = snap;
   document.body.dataset.view = snap.view;
   $("title").textContent = snap.view === "network" ? `${snap.title} · network view` : `${snap.title} · its view`;
   if (!state.channel || !snap.channels.includes(state.channel)) state.channel = snap.channels[0] || null;
-  let msgs = 0, bytes = 0;
-  for (const n of snap.nodes) {
-    if (n.rates) { msgs += n.rates.msg_out || 0; bytes += n.rates.bytes_out || 0; }
+  if (Array.isArray(snap.traffic_history)) {
+    // The first state (and every HTTP snapshot) carries the last minutes: the chart is full from the start.
+    state.traffic = snap.traffic_history.slice(-TRAFFIC_POINTS);
+  } else if (snap.traffic && (!state.traffic.length || snap.traffic.t > state.traffic[state.traffic.length - 1].t)) {
+    state.traffic.push(snap.traffic);
   }
-  state.traffic.push({ t: snap.time, msgs, bytes });
   while (state.traffic.length > TRAFFIC_POINTS) state.traffic.shift();
   renderLoad(snap);
   renderOrdering(snap);
@@ -117,9 +151,13 @@ function renderLoad(snap) {
   if (!snap.load) { box.hidden = true; return; }
   box.hidden = false;
   const l = snap.load;
-  let text = l.rate > 0 ? `load ${l.rate} block/s · ${l.blocks} blocks submitted` : "no load generator (--rate 0)";
+  let text;
+  if (!(l.rate > 0)) text = "no load generator (--rate 0)";
+  else if (l.paused) text = `load paused (${l.rate} block/s when resumed) · ${l.blocks} blocks submitted`;
+  else text = `load ${l.rate} block/s · ${l.blocks} blocks submitted`;
   if (l.error) text += ` · ${l.error}`;
   $("load-text").textContent = text;
+  box.dataset.paused = l.paused ? "1" : "0";
   const button = $("load-toggle");
   button.hidden = !(l.rate > 0);
   button.textContent = l.paused ? "Resume load" : "Pause load";
@@ -234,7 +272,10 @@ function renderGraph(snap) {
     const ly = 30 * Math.sin(p.a) + (up ? -10 : 4);
     g.appendChild(el("svg:text", { class: "label", x: lx, y: ly, "text-anchor": outward }, shortName(n.id)));
     const h = state.channel && n.heights ? n.heights[state.channel] : undefined;
-    const second = h !== undefined ? `height ${h}` : n.state === "dead" ? n.reason || "dead" : "";
+    // A member known only from the membership is named by its peer id where its certificate says it; where
+    // it listens goes below, as its height does for a peer that is polled.
+    const where = n.endpoint && n.endpoint !== n.id ? n.endpoint : "";
+    const second = h !== undefined ? `height ${h}` : n.state === "dead" ? n.reason || "dead" : where;
     if (second) {
       g.appendChild(el("svg:text", { class: "label sub", x: lx, y: ly + 13, "text-anchor": outward }, second));
     }
@@ -277,7 +318,9 @@ function newRow(snap) {
   const cells = {};
   const add = (key, attrs = {}) => { cells[key] = el("td", attrs); tr.appendChild(cells[key]); return cells[key]; };
   add("state").appendChild(el("span", { class: "dot" }));
-  add("name");
+  const name = add("name");
+  name.appendChild(el("span", { class: "peer-name" }));
+  name.appendChild(el("span", { class: "endpoint" }));
   const org = add("org");
   org.appendChild(el("span", { class: "org-chip" }));
   org.appendChild(el("span", { class: "org-name" }));
@@ -324,8 +367,9 @@ function renderPeers(snap) {
     const dot = cells.state.firstChild;
     setAttr(dot, "class", `dot ${n.state}`);
     setAttr(dot, "title", n.state === "dead" ? n.reason : "alive");
-    setText(cells.name, n.id);
-    setAttr(cells.name, "title", n.endpoint);
+    setText(cells.name.firstChild, n.id);
+    setText(cells.name.lastChild, n.endpoint && n.endpoint !== n.id ? n.endpoint : "");
+    setAttr(cells.name, "title", n.pki_id ? `PKI-ID ${n.pki_id}` : null);
     setAttr(cells.org.firstChild, "style", `background:${orgColor(n.org)}`);
     setText(cells.org.lastChild, n.org);
     setAttr(cells.leads, "class", n.leader.length ? "leader-badge" : null);
@@ -377,6 +421,62 @@ async function peerAction(name, action) {
 
 // --- block propagation latency -----------------------------------------------------------------
 
+// The smallest value of the 1-2-5 sequence (1, 2, 5, 10, 20, ...) that is at least / more than x (x > 0).
+function niceAtLeast(x) {
+  let p = Math.pow(10, Math.floor(Math.log10(x)));
+  for (;;) {
+    for (const m of [1, 2, 5]) if (m * p >= x - 1e-9) return m * p;
+    p *= 10;
+  }
+}
+function niceAbove(x) { return niceAtLeast(x * (1 + 1e-9) + 1e-9); }
+function niceAtMost(x) { // the largest 1-2-5 value ≤ x
+  const n = niceAtLeast(x);
+  if (n <= x + 1e-9) return n;
+  const p = Math.pow(10, Math.floor(Math.log10(n)));
+  const m = Math.round(n / p);
+  return m === 1 ? p / 2 : m === 2 ? p : 2 * p;
+}
+
+// The histogram's bins, scaled to the samples (ms): linear bins of a round width while the samples are of one
+// magnitude; once the slowest is ten times the median (a 10 s failover stall among 40 ms hops), bins on a log
+// axis, 1-2-5 per decade, so that both can be read. ``resolution`` is the finest step a sample has (the poll
+// interval when polled). Returns {logScale, bins: [{lo, hi, count}]}; the bins cover every sample.
+function latencyBins(samples, resolution) {
+  // A polled sample is a whole number of polls give or take the jitter of the polling: rounded to it, so that
+  // 498 ms and 502 ms (both "one poll") fall into one bin rather than either side of the 500 ms edge.
+  const quantized = resolution > 1 ? samples.map((s) => Math.round(s / resolution) * resolution) : samples;
+  const sorted = [...quantized].sort((a, b) => a - b);
+  const min = sorted[0], max = sorted[sorted.length - 1], median = sorted[Math.floor(sorted.length / 2)];
+  const logScale = max > 10 * Math.max(median, resolution);
+  const edges = [];
+  if (logScale) {
+    const first = niceAtMost(Math.max(min, resolution, 1));
+    if (min < first) edges.push(0); // zeros (and samples under the resolution) get a bin of their own
+    for (let e = first; edges[edges.length - 1] === undefined || edges[edges.length - 1] <= max; e = niceAbove(e)) {
+      edges.push(e);
+    }
+  } else {
+    const step = niceAtLeast(Math.max(resolution, (max - min) / 12, 1));
+    for (let e = Math.floor(min / step) * step; edges.length < 2 || edges[edges.length - 1] <= max; e += step) {
+      edges.push(e);
+    }
+  }
+  const bins = [];
+  for (let i = 0; i + 1 < edges.length; i++) bins.push({ lo: edges[i], hi: edges[i + 1], count: 0 });
+  let b = 0;
+  for (const s of sorted) {
+    while (b < bins.length - 1 && s >= bins[b].hi) b += 1;
+    bins[b].count += 1;
+  }
+  return { logScale, bins };
+}
+
+// A bin edge on the axis: short, as there may be a dozen.
+function fmtTick(ms) {
+  return ms < 1000 ? `${ms}ms` : `${+(ms / 1000).toFixed(1)}s`;
+}
+
 function renderLatency(snap) {
   const controls = $("latency-controls");
   if (snap.channels.length > 1 && controls.childElementCount === 0) {
@@ -390,8 +490,9 @@ function renderLatency(snap) {
   const info = state.channel ? snap.latency[state.channel] : null;
   const samples = info ? info.samples_ms : [];
   const text = $("latency-text");
-  const W = 420, H = 190, left = 30, bottom = 22, top = 8;
-  svg.appendChild(el("svg:line", { class: "axis", x1: left, y1: H - bottom, x2: W - 5, y2: H - bottom }));
+  // top leaves room for the count above the tallest bar; left and right for half of the outer edge labels
+  const W = 420, H = 190, left = 16, right = 16, bottom = 22, top = 16;
+  svg.appendChild(el("svg:line", { class: "axis", x1: left, y1: H - bottom, x2: W - right, y2: H - bottom }));
   if (snap.view === "peer") {
     svg.appendChild(el("svg:text", { x: W / 2, y: H / 2, "text-anchor": "middle" }, "needs the network view"));
     text.textContent = "A single peer sees only its own ledger: the time for a block to reach every peer is " +
@@ -403,38 +504,55 @@ function renderLatency(snap) {
     text.textContent = `Blocks that appear from now on are measured, at the poll interval (${snap.poll_interval_ms} ms).`;
     return;
   }
-  const width = info.exact ? 50 : Math.max(50, snap.poll_interval_ms);
-  const maxBuckets = 16;
-  const counts = new Array(maxBuckets).fill(0);
-  // A sample is a whole number of polls (with jitter): bucket k is "about k poll intervals".
-  for (const s of samples) counts[Math.min(maxBuckets - 1, Math.round(s / width))] += 1;
-  let last = maxBuckets - 1;
-  while (last > 2 && counts[last] === 0) last -= 1;
-  const n = last + 1;
-  const peak = Math.max(...counts);
-  const bw = (W - left - 10) / n;
-  for (let i = 0; i < n; i++) {
-    const h = ((H - bottom - top) * counts[i]) / peak;
+  const resolution = info.exact ? 1 : snap.poll_interval_ms;
+  const { logScale, bins } = latencyBins(samples, resolution);
+  svg.dataset.scale = logScale ? "log" : "linear";
+  const peak = Math.max(...bins.map((b) => b.count));
+  const bw = (W - left - right) / bins.length;
+  bins.forEach((bin, i) => {
+    const h = ((H - bottom - top) * bin.count) / peak;
     const x = left + i * bw;
-    svg.appendChild(el("svg:rect", { class: "bar-rect", x: x + 2, y: H - bottom - h, width: bw - 4, height: h },
-    ));
-    if (counts[i]) svg.appendChild(el("svg:text", { x: x + bw / 2, y: H - bottom - h - 2, "text-anchor": "middle" }, String(counts[i])));
-    const label = i === 0 ? `<${width / 1000}` : i === maxBuckets - 1 ? `≥${(i * width) / 1000}` : `~${(i * width) / 1000}`;
-    if (n <= 8 || i % 2 === 0 || i === n - 1) {
-      svg.appendChild(el("svg:text", { x: x + bw / 2, y: H - 8, "text-anchor": "middle" }, label));
+    const rect = el("svg:rect", {
+      class: "bar-rect", x: x + 1.5, y: H - bottom - h, width: Math.max(1, bw - 3), height: h,
+      "data-lo": bin.lo, "data-hi": bin.hi, "data-count": bin.count,
+    });
+    rect.appendChild(el("svg:title", {}, `${fmtDuration(bin.lo)} to ${fmtDuration(bin.hi)}: ${bin.count} block(s)`));
+    svg.appendChild(rect);
+    if (bin.count) {
+      svg.appendChild(el("svg:text", {
+        class: "count", x: x + bw / 2, y: H - bottom - h - 3, "text-anchor": "middle",
+      }, String(bin.count)));
     }
+  });
+  // Edge labels left to right, each kept only where it clears the one before (measured, as the font decides);
+  // the last edge is always labelled, at the cost of its neighbour, so that the axis says how far it goes.
+  const ticks = bins.map((b) => b.lo).concat([bins[bins.length - 1].hi]);
+  const placed = [];
+  ticks.forEach((ms, i) => {
+    const t = el("svg:text", { class: "tick", x: left + i * bw, y: H - 8, "text-anchor": "middle" }, fmtTick(ms));
+    svg.appendChild(t);
+    const box = t.getBBox();
+    placed.push({ t, lo: box.x, hi: box.x + box.width });
+  });
+  const gap = 3;
+  let keptEnd = -Infinity;
+  const last = placed[placed.length - 1];
+  for (const p of placed) {
+    const clearsNext = p === last || p.hi + gap <= last.lo;
+    if (p.lo >= keptEnd + gap && clearsNext) keptEnd = p.hi;
+    else if (p !== last) p.t.remove();
   }
-  svg.appendChild(el("svg:text", { x: 2, y: H - 8 }, "s"));
   const sorted = [...samples].sort((a, b) => a - b);
-  const q = (p) => sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] / 1000;
-  text.textContent = `${samples.length} recent blocks on ${state.channel}: median ${q(0.5).toFixed(1)} s, ` +
-    `p90 ${q(0.9).toFixed(1)} s, max ${(sorted[sorted.length - 1] / 1000).toFixed(1)} s` +
+  const q = (p) => sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))];
+  text.textContent = `${samples.length} recent blocks on ${state.channel}: median ${fmtDuration(q(0.5))}, ` +
+    `p90 ${fmtDuration(q(0.9))}, max ${fmtDuration(sorted[sorted.length - 1])}` +
     (info.incomplete ? `, ${info.incomplete} never reached every peer` : "") +
+    (logScale ? ". Bins on a log scale (each about twice the one before), as the slowest blocks took ten times the median" : "") +
     (info.exact
       ? ". From the peers' own commit timestamps: last commit minus first."
       : `. Resolution: the poll interval (${snap.poll_interval_ms} ms): from the first poll that saw a peer ` +
-        `holding the block to the first that saw every reachable peer holding it; "<${width / 1000}" means ` +
-        "within one poll.");
+        "holding the block to the first that saw every reachable peer holding it; a bar from 0 means within " +
+        "one poll.");
 }
 
 // --- traffic over time -------------------------------------------------------------------------
@@ -451,11 +569,15 @@ function renderTraffic() {
   const newest = pts[pts.length - 1].t;
   const x = (t) => W - ((W - left) * (newest - t)) / TRAFFIC_WINDOW;
   const y = (v, max) => H - bottom - ((H - bottom - 6) * v) / max;
-  const line = (key, max) => pts.filter((p) => newest - p.t <= TRAFFIC_WINDOW)
-    .map((p, i) => `${i ? "L" : "M"}${x(p.t).toFixed(1)},${y(p[key], max).toFixed(1)}`).join(" ");
+  // A peer's own dashboard polls only while a page is open: its history has holes, drawn as holes.
+  const hole = 3 * Math.max(1, state.snapshot ? state.snapshot.poll_interval_ms / 1000 : 1);
+  const shown = pts.filter((p) => newest - p.t <= TRAFFIC_WINDOW);
+  const line = (key, max) => shown
+    .map((p, i) => `${i && p.t - shown[i - 1].t <= hole ? "L" : "M"}${x(p.t).toFixed(1)},${y(p[key], max).toFixed(1)}`)
+    .join(" ");
   svg.appendChild(el("svg:text", { x: left, y: H - 2 }, `-${TRAFFIC_WINDOW}s`));
   svg.appendChild(el("svg:text", { x: W - 2, y: H - 2, "text-anchor": "end" }, "now"));
-  svg.appendChild(el("svg:path", { class: "msgs", d: line("msgs", maxMsgs) }));
+  svg.appendChild(el("svg:path", { class: "msgs", d: line("msgs", maxMsgs), "data-points": shown.length }));
   svg.appendChild(el("svg:path", { class: "bytes", d: line("bytes", maxBytes) }));
   const now = pts[pts.length - 1];
   $("traffic-text").textContent = `now ${fmtRate(now.msgs)} messages/s (solid, peak ${fmtRate(maxMsgs)}) and ` +
@@ -473,8 +595,15 @@ function renderEvents() {
     li.appendChild(el("span", { class: "time" }, fmtTime(e.time)));
     li.appendChild(el("span", { class: `kind ${e.event}` }, e.event.replace(/_/g, " ")));
     li.appendChild(document.createTextNode(e.text || ""));
+    if (e.last_log) {
+      // apart from what happened: a log line is long, and it is the process's words, not the dashboard's
+      const last = el("div", { class: "last-log" }, "last log line: ");
+      last.appendChild(el("code", {}, e.last_log));
+      li.appendChild(last);
+    }
     list.appendChild(li);
   }
 }
 
+pollWithoutWebSocket();
 connect();
