@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import inspect
 import re
@@ -60,6 +61,28 @@ def test_every_public_member_of_peer_and_member_has_a_docstring() -> None:
     member_doc = inspect.getdoc(Member) or ""
     for field in dataclasses.fields(Member):
         assert f"``{field.name}``" in member_doc, field.name
+
+
+def example_imports(path: Path) -> list[tuple[str, str]]:
+    tree = ast.parse(path.read_text())
+    return [
+        (node.module or "", alias.name)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("rumor")
+        for alias in node.names
+    ]
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_examples_use_only_documented_names_exported_from_rumor(example: Path) -> None:
+    page = API_PAGE.read_text()
+    for module, name in example_imports(example):
+        assert module == "rumor", f"{example.name} imports {name} from {module}: export it from rumor"
+        assert name in rumor.__all__, name
+        assert documented(name, page), f"{name} (used by {example.name}) is not in docs/api.md"
+    used = {node.attr for node in ast.walk(ast.parse(example.read_text())) if isinstance(node, ast.Attribute)}
+    for name in sorted(used & (set(public_members(Peer)) | {f.name for f in dataclasses.fields(Member)})):
+        assert documented(name, page), f"{name} (used by {example.name}) is not in docs/api.md"
 
 
 def test_the_api_page_lists_every_public_call_of_peer_and_is_linked() -> None:
