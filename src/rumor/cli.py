@@ -663,12 +663,19 @@ _NETWORK_HELP = "Network directory (as `rumor network init` writes it)."
 
 
 def _status_of(peer: str | None, network: Path | None) -> dict[str, Any]:
-    from rumor.ops.views import ViewError, fetch_status, resolve_targets
+    """The status of ``--peer``; with ``--network`` alone, of the first of its peers that answers. A peer that
+    does not answer exits 1 (the network is down, not the command wrong), any other problem 2."""
+    from rumor.ops.views import PeerDown, ViewError, first_answering, resolve_targets
 
     try:
-        return fetch_status(resolve_targets(peer, network)[0])
+        targets = resolve_targets(peer, network)
+        return first_answering(targets)
+    except PeerDown as exc:
+        if network is not None and peer is None:
+            fail(_network_down(network, len(targets)), EXIT_FAILURE)
+        fail(str(exc), EXIT_FAILURE)
     except ViewError as exc:
-        fail(str(exc), EXIT_FAILURE if "cannot reach" in str(exc) else EXIT_USAGE)
+        fail(str(exc))
 
 
 @app.command()
@@ -679,7 +686,8 @@ def status(
 ) -> None:
     """Show a running peer's view: identity, channels with heights and leaders, membership, traffic, events.
 
-    Asks the peer's operations endpoint (GET /api/status).
+    Asks the peer's operations endpoint (GET /api/status); with --network alone, the first of the network's peers
+    that answers (the exit code is 1 when none does).
 
     Example: rumor status --peer 127.0.0.1:7151
     """
@@ -699,6 +707,9 @@ def peers(
 ) -> None:
     """List peers: the membership a peer sees (--peer), or every peer of a network directory and its state.
 
+    With --network alone, a peer whose operations endpoint does not answer is shown as down (org and endpoint from
+    network.yaml); the exit code is 1 when none answers.
+
     Example: rumor peers --network ./rumor-network     (or: rumor peers --peer 127.0.0.1:7151)
     """
     from rumor.ops.views import ViewError, render_membership, render_network, resolve_targets
@@ -709,8 +720,10 @@ def peers(
         except ViewError as exc:
             fail(str(exc))
         down = render_network(targets, Console())
+        if len(down) == len(targets):
+            fail(_network_down(network, len(down)), EXIT_FAILURE)
         if down:
-            print(f"{_count(down, 'peer')} of {len(targets)} not answering")
+            print(f"{len(down)} of {_count(len(targets), 'peer')} down: {', '.join(t.name for t in down)}")
         return
     render_membership(_status_of(peer, network), Console())
 
@@ -969,6 +982,13 @@ def sim(
         run_sim(chosen, json_path=json_path, plots_dir=None if no_plots else plots, quiet=quiet, jobs=jobs)
     except ScenarioError as exc:
         fail(str(exc))
+
+
+def _network_down(network: Path, peers: int) -> str:
+    return (
+        f"no peer of {network} answers ({_count(peers, 'peer')} down): the network is not running; "
+        f"start it with: rumor network up --dir {network}"
+    )
 
 
 def _count(n: int, noun: str) -> str:
