@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 from rumor.cli import app
 from rumor.core.types import RemotePeer, Send
 from rumor.sim.network import SimNetwork
-from rumor.sim.runner import run_scenario
+from rumor.sim.report import FIGURES, figures, table_markdown, table_text
+from rumor.sim.runner import BlockFigures, SimResult, run_scenario
 from rumor.sim.scenario import (
     Scenario,
     ScenarioError,
@@ -183,3 +184,48 @@ def test_simulated_peers_routine_logs_stay_out_of_the_output_unless_debugging() 
     )
     assert debug.returncode == 0, debug.stderr
     assert "new peer" in debug.stderr
+
+
+# --- the operator's view: figure names, plots --------------------------------------------------
+
+
+def synthetic_result(mode: str = "fabric") -> SimResult:
+    """A run's figures without running it: latencies from 30 ms to 3 s, across two decades."""
+    scenario = Scenario(peers=10, blocks=3, block_size=4000, warmup=1.0)
+    blocks = [
+        BlockFigures(seq, t0=float(seq), wire_size=4100, latencies=lats, missing=0, pushed=9, advertised=0,
+                     pulled=0, transferred=0)
+        for seq, lats in ((1, [0.03 * (1 + i) for i in range(9)]), (2, [0.1] * 9), (3, [0.2, 0.4, 3.0] * 3))
+    ]  # fmt: skip
+    return SimResult(
+        scenario=scenario, mode=mode, blocks=blocks, receivers=9, commit_latencies=[0.1, 0.2],
+        payload_bytes=3 * 9 * 4100, wire_bytes=200_000, bytes_by_kind={}, messages_by_kind={}, copies_received=27,
+        blocks_held=27, warmup_s=1.0, virtual_s=10.0, wall_s=1.0, events=100, machine="test", commit="test",
+    )  # fmt: skip
+
+
+def test_the_table_names_each_figure_beside_its_number() -> None:
+    text = table_text([synthetic_result("fabric"), synthetic_result("enhanced")])
+    starts = [line.split("  ")[0] for line in text.splitlines()]
+    for number, name in FIGURES.items():
+        assert f"{number} {name}" in starts, text
+    markdown = table_markdown([synthetic_result()])
+    assert "| 3 payload amplification | payload sent / ((N-1) x block) | 1.00 |" in markdown
+
+
+def test_log_axes_are_labelled_with_plain_numbers() -> None:
+    """Finding: the log axes read 10^-1, 10^0 (mathtext), and labelled only the decades."""
+    import matplotlib.pyplot as plt
+
+    for name, fig in figures([synthetic_result("fabric"), synthetic_result("enhanced")]):
+        fig.canvas.draw()
+        (ax,) = fig.axes
+        axis = ax.xaxis if name == "latency-cdf" else ax.yaxis
+        assert axis.get_scale() == "log", name
+        labels = [t.get_text() for t in axis.get_ticklabels(which="both") if t.get_text()]
+        plt.close(fig)
+        assert len(labels) >= 4, (name, labels)
+        for label in labels:
+            assert "$" not in label and "^" not in label, (name, labels)
+            float(label)  # a plain number
+        assert {"0.1", "0.2", "0.5", "1"} <= set(labels), (name, labels)
