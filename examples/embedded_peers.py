@@ -23,18 +23,24 @@ import argparse
 import asyncio
 import logging
 import shutil
-import socket
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
-from rumor.channelconfig import new_envelope, read_genesis
-from rumor.config import load_config
-from rumor.crypto.blocks import block_header_hash, new_block, sign_block
-from rumor.crypto.identity import load_signing_identity
-from rumor.network import init_network
-from rumor.node import Peer
-from rumor.orderer.config import load_orderer_config
-from rumor.wire.pb.common import common_pb2
+from rumor import (
+    HeaderType,
+    Peer,
+    block_header_hash,
+    free_base_port,
+    init_network,
+    load_config,
+    load_orderer_config,
+    load_signing_identity,
+    new_block,
+    new_envelope,
+    read_genesis,
+    sign_block,
+)
 
 # Fabric's timings suit networks that run for months; an example wants answers within seconds.
 OVERRIDES = {
@@ -47,21 +53,8 @@ OVERRIDES = {
 }
 
 
-def free_base_port() -> int:
-    """A base port whose network-init ports (base..base+2, base+101..base+102) are free."""
-    for base in range(27050, 60000, 250):
-        ports = [base, base + 1, base + 2, base + 101, base + 102]
-        try:
-            for port in ports:
-                with socket.socket() as sock:
-                    sock.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError("no free ports")
-
-
-async def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+async def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None:
+    """Poll ``predicate`` until it is true (membership forms over a few gossip rounds), at most ``timeout`` s."""
     async with asyncio.timeout(timeout):
         while not predicate():
             await asyncio.sleep(0.1)
@@ -69,7 +62,7 @@ async def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignor
 
 
 async def run(directory: Path, count: int) -> None:
-    layout = init_network(directory, orgs=1, peers_per_org=2, base_port=free_base_port())
+    layout = init_network(directory, orgs=1, peers_per_org=2, base_port=free_base_port(2))
     genesis = layout.genesis.read_bytes()
     channel = read_genesis(genesis).name
     orderer = load_orderer_config(layout.orderer_config).general
@@ -77,8 +70,8 @@ async def run(directory: Path, count: int) -> None:
     alice_config, bob_config = (load_config(p.config, env=OVERRIDES) for p in layout.peers)
 
     async with Peer(alice_config) as alice, Peer(bob_config) as bob:
-        print(f"alice: {alice.endpoint} ({alice.org}), operations and dashboard on http://{alice.ops.address}/")
-        print(f"bob:   {bob.endpoint} ({bob.org}), operations and dashboard on http://{bob.ops.address}/")
+        for name, peer in (("alice", alice), ("bob", bob)):
+            print(f"{name}: {peer.endpoint} ({peer.org}), dashboard on http://{peer.operations_address}/")
         await alice.join_channel(genesis)
         await bob.join_channel(genesis)
         await wait_for(lambda: bob.peers() and alice.peers(), 30, "alice and bob know each other")
@@ -87,7 +80,7 @@ async def run(directory: Path, count: int) -> None:
         previous = await alice.get_block(channel, 0)
         assert previous is not None
         for number in range(1, count + 1):
-            envelope = new_envelope(block_signer, channel, common_pb2.MESSAGE, f"hello number {number}".encode())
+            envelope = new_envelope(block_signer, channel, HeaderType.MESSAGE, f"hello number {number}".encode())
             block = new_block(number, block_header_hash(previous.header), [envelope.SerializeToString()])
             sign_block(block, block_signer)  # what makes the peers accept it: the ordering org's signature
             await alice.add_payload(channel, block)
@@ -101,10 +94,13 @@ async def run(directory: Path, count: int) -> None:
                     break
         print(f"bob's height is {bob.height(channel)}")
         for name, peer in (("alice", alice), ("bob", bob)):
-            members = ", ".join(f"{m.preferred_endpoint} ({m.org.decode()})" for m in peer.peers())
+            members = ", ".join(
+                f"{m.name or '(unnamed)'} at {m.endpoint} ({m.org}, pki id {m.pki_id[:16]})" for m in peer.peers()
+            )
+            leader = peer.leader(channel)
             print(
                 f"{name} knows {members}; channel peers: {len(peer.peers_of_channel(channel))}; "
-                f"leader: {peer.leader(channel).hex()[:16] if peer.leader(channel) else 'none (static)'}"
+                f"leader: {leader.name if leader else 'none (static leadership, the application feeds blocks)'}"
             )
 
 

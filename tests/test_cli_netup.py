@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import http.server
 import io
 import json
 import os
@@ -10,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -225,7 +227,7 @@ def test_up_serves_commands_stops_on_sigint_and_resumes(tmp_path: Path) -> None:
         assert as_json["peer_id"] == "peer0.org1.example.com"
         # its membership names the other peer as its certificate does (a peer's own dashboard shows that name)
         other = next(m for m in as_json["membership"] if m["org"] == "Org2MSP")
-        assert other["peer_id"] == "peer0.org2.example.com" and other["endpoint"] == f"127.0.0.1:{base + 2}"
+        assert other["name"] == "peer0.org2.example.com" and other["endpoint"] == f"127.0.0.1:{base + 2}"
 
         peers = run("peers", "--network", str(root))
         assert peers.returncode == 0, peers.stderr
@@ -276,6 +278,66 @@ def test_status_of_an_unreachable_peer_is_one_line() -> None:
         port = sock.getsockname()[1]
     result = run("status", "--peer", f"127.0.0.1:{port}")
     one_line_error(result, 1, f"127.0.0.1:{port}", "operations")
+
+
+def test_peers_and_status_of_a_network_that_is_down(small_network: Path) -> None:
+    """Finding: `rumor peers --network DIR` of a stopped network showed empty org and endpoint columns and exited 0."""
+    from rumor.network import load_layout
+
+    layout = load_layout(small_network)
+    result = run("peers", "--network", str(small_network))
+    one_line_error(result, 1, f"no peer of {small_network} answers (2 peers down)", "rumor network up --dir")
+    rows = [line for line in result.stdout.splitlines() if ".example.com" in line]
+    assert len(rows) == 2, result.stdout
+    for entry, row in zip(layout.peers, rows, strict=True):
+        for cell in (entry.id, entry.org, entry.endpoint, entry.operations, "down"):
+            assert cell in row, (cell, row)
+    status = run("status", "--network", str(small_network))
+    one_line_error(status, 1, f"no peer of {small_network} answers (2 peers down)")
+    one_line_error(run("status", "--network", str(small_network), "--peer", "peer0.org2"), 1, "is down")
+
+
+class _StubStatus(http.server.BaseHTTPRequestHandler):
+    """An operations endpoint that serves a fixed /api/status (``self.server.status``)."""
+
+    def do_GET(self) -> None:
+        body = json.dumps(self.server.status).encode()  # type: ignore[attr-defined]
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        return None
+
+
+def test_peers_and_status_of_a_network_partly_down(small_network: Path) -> None:
+    from rumor.network import load_layout
+
+    down, up = load_layout(small_network).peers
+    host, port = up.operations.rsplit(":", 1)
+    status = {"peer_id": up.id, "org": up.org, "endpoint": up.endpoint, "channels": {"mychannel": {"height": 7}}}
+    with http.server.ThreadingHTTPServer((host, int(port)), _StubStatus) as server:
+        server.status = status  # type: ignore[attr-defined]
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            result = run("peers", "--network", str(small_network))
+            assert result.returncode == 0, result.stderr
+            *table, summary = result.stdout.splitlines()
+            assert summary == f"1 of 2 peers down: {down.id}"
+            (down_row,) = [line for line in table if down.id in line]
+            assert down.org in down_row and down.endpoint in down_row and "down" in down_row
+            (up_row,) = [line for line in table if up.id in line]
+            assert "running" in up_row and "mychannel (7)" in up_row
+            # status --network alone skips the first peer, which is down, for the one that answers
+            shown = run("status", "--network", str(small_network), "--json")
+            assert shown.returncode == 0, shown.stderr
+            assert json.loads(shown.stdout)["peer_id"] == up.id
+        finally:
+            server.shutdown()
+            thread.join()
 
 
 def test_commands_need_a_target(small_network: Path) -> None:

@@ -23,6 +23,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 import typer.main
 from rich.console import Console
+from rich.markup import escape as rich_escape
 from rich.table import Table
 
 import rumor
@@ -785,12 +786,19 @@ _NETWORK_HELP = "Network directory (as `rumor network init` writes it)."
 
 
 def _status_of(peer: str | None, network: Path | None) -> dict[str, Any]:
-    from rumor.ops.views import ViewError, fetch_status, resolve_targets
+    """The status of ``--peer``; with ``--network`` alone, of the first of its peers that answers. A peer that
+    does not answer exits 1 (the network is down, not the command wrong), any other problem 2."""
+    from rumor.ops.views import PeerDown, ViewError, first_answering, resolve_targets
 
     try:
-        return fetch_status(resolve_targets(peer, network)[0])
+        targets = resolve_targets(peer, network)
+        return first_answering(targets)
+    except PeerDown as exc:
+        if network is not None and peer is None:
+            fail(_network_down(network, len(targets)), EXIT_FAILURE)
+        fail(str(exc), EXIT_FAILURE)
     except ViewError as exc:
-        fail(str(exc), EXIT_FAILURE if "cannot reach" in str(exc) else EXIT_USAGE)
+        fail(str(exc))
 
 
 @app.command()
@@ -801,7 +809,8 @@ def status(
 ) -> None:
     """Show a running peer's view: identity, channels with heights and leaders, membership, traffic, events.
 
-    Asks the peer's operations endpoint (GET /api/status).
+    Asks the peer's operations endpoint (GET /api/status); with --network alone, the first of the network's peers
+    that answers (the exit code is 1 when none does).
 
     Example: rumor status --peer 127.0.0.1:7151
     """
@@ -821,6 +830,9 @@ def peers(
 ) -> None:
     """List peers: the membership a peer sees (--peer), or every peer of a network directory and its state.
 
+    With --network alone, a peer whose operations endpoint does not answer is shown as down (org and endpoint from
+    network.yaml); the exit code is 1 when none answers.
+
     Example: rumor peers --network ./rumor-network     (or: rumor peers --peer 127.0.0.1:7151)
     """
     from rumor.ops.views import ViewError, render_membership, render_network, resolve_targets
@@ -831,8 +843,10 @@ def peers(
         except ViewError as exc:
             fail(str(exc))
         down = render_network(targets, Console())
+        if len(down) == len(targets):
+            fail(_network_down(network, len(down)), EXIT_FAILURE)
         if down:
-            print(f"{_count(down, 'peer')} of {len(targets)} not answering")
+            print(f"{len(down)} of {_count(len(targets), 'peer')} down: {', '.join(t.name for t in down)}")
         return
     render_membership(_status_of(peer, network), Console())
 
@@ -1102,29 +1116,108 @@ def block_find(
         print(f"tx {tx_id} in block {number} (envelope {position})")
 
 
-@app.command()
+def _sim_help() -> tuple[Any, str]:
+    """The defaults of ``rumor sim``'s flags (the preset they start from without a file) as their help shows them,
+    and the scenario file's reference for the help's epilog: both read from rumor.sim.scenario, so that the help
+    cannot drift from what runs."""
+    from dataclasses import fields
+
+    from rumor.sim.scenario import PRESETS, Scenario, default_text, scenario_reference
+
+    base = PRESETS[_SIM_BASE]
+
+    def default(key: str) -> str:
+        return default_text(base, key)
+
+    differs = [
+        f"{f.name}: {default_text(base, f.name)}"
+        for f in fields(Scenario)
+        if f.name != "name" and getattr(base, f.name) != getattr(Scenario(), f.name)
+    ]
+    epilog = (
+        "A scenario YAML file holds any of these keys (each shown with its default; flags given beside a file "
+        "override its keys):\n\n\b\n"
+        + rich_escape(scenario_reference())
+        + f"\n\nWithout a file or --preset the flags start from preset {_SIM_BASE}"
+        + (f", which differs in {', '.join(differs)}." if differs else ".")
+    )
+    return default, epilog
+
+
+def _with_default(text: str, default: str) -> str:
+    # Typer shows a default given as text in parentheses; these read like the defaults it shows itself.
+    return f"{text} {rich_escape(f'[default: {default}]')}"
+
+
+def _sim_flag(text: str, key: str) -> str:
+    return _with_default(text, _sim_default(key))
+
+
+_SIM_BASE = "sim-100"
+_sim_default, _SIM_EPILOG = _sim_help()
+
+
+@app.command(epilog=_SIM_EPILOG)
 def sim(
-    scenario: Annotated[Path | None, typer.Argument(help="Scenario YAML file (see rumor.sim.scenario).")] = None,
-    preset: Annotated[str | None, typer.Option(help="Named scenario: sim-100 (default) or sim-1000.")] = None,
-    peers: Annotated[int | None, typer.Option(min=2, help="Number of peers.")] = None,
-    orgs: Annotated[int | None, typer.Option(min=1, help="Organizations (peer0 of each leads it).")] = None,
-    blocks: Annotated[int | None, typer.Option(min=1, help="Blocks cut by the ordering service.")] = None,
-    block_size: Annotated[str | None, typer.Option(help="Payload of each block, e.g. 100KB.")] = None,
-    block_interval: Annotated[str | None, typer.Option(help="Time between blocks, e.g. 1s.")] = None,
-    latency: Annotated[str | None, typer.Option(help="One-way link latency, e.g. 25ms±10% (or 25ms+-10%).")] = None,
-    bandwidth: Annotated[str | None, typer.Option(help="Uplink of each peer, e.g. 100Mbit (0: unlimited).")] = None,
-    loss: Annotated[float | None, typer.Option(min=0.0, max=0.99, help="Share of messages lost.")] = None,
-    mode: Annotated[str | None, typer.Option(help="Dissemination: fabric, enhanced or both.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of every random choice.")] = None,
-    crypto: Annotated[str | None, typer.Option(help="cheap (default) or x509 (real ECDSA; slow).")] = None,
-    warmup: Annotated[str | None, typer.Option(help="Time before the first block, or auto.")] = None,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Write the figures as JSON to this file.")] = None,
+    scenario: Annotated[
+        Path | None, typer.Argument(help="Scenario YAML file: its keys are listed below.", show_default=False)
+    ] = None,
+    preset: Annotated[
+        str | None, typer.Option(help=_with_default("Named scenario: sim-100 or sim-1000.", _SIM_BASE))
+    ] = None,
+    peers: Annotated[int | None, typer.Option(min=2, help=_sim_flag("Number of peers.", "peers"))] = None,
+    orgs: Annotated[
+        int | None,
+        typer.Option(min=1, help=_sim_flag("Organizations (peer0 of each leads it).", "orgs")),
+    ] = None,
+    blocks: Annotated[
+        int | None,
+        typer.Option(min=1, help=_sim_flag("Blocks cut by the ordering service.", "blocks")),
+    ] = None,
+    block_size: Annotated[
+        str | None, typer.Option(help=_sim_flag("Payload of each block, e.g. 100KB.", "block_size"))
+    ] = None,
+    block_interval: Annotated[
+        str | None,
+        typer.Option(help=_sim_flag("Time between blocks, e.g. 1s.", "block_interval")),
+    ] = None,
+    latency: Annotated[
+        str | None,
+        typer.Option(help=_sim_flag("One-way link latency, e.g. 25ms±10% (or 25ms+-10%).", "latency")),
+    ] = None,
+    bandwidth: Annotated[
+        str | None,
+        typer.Option(help=_sim_flag("Uplink of each peer, e.g. 100Mbit (0: unlimited).", "bandwidth")),
+    ] = None,
+    loss: Annotated[
+        float | None,
+        typer.Option(min=0.0, max=0.99, help=_sim_flag("Share of messages lost.", "loss")),
+    ] = None,
+    mode: Annotated[
+        str | None,
+        typer.Option(help=_sim_flag("Dissemination: fabric, enhanced or both.", "mode")),
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help=_sim_flag("Seed of every random choice.", "seed"))] = None,
+    crypto: Annotated[
+        str | None,
+        typer.Option(help=_sim_flag("cheap or x509 (real ECDSA; slow).", "crypto")),
+    ] = None,
+    warmup: Annotated[
+        str | None,
+        typer.Option(help=_sim_flag("Time before the first block, or auto.", "warmup")),
+    ] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help=_with_default("Write the figures as JSON to this file.", "none"))
+    ] = None,
     plots: Annotated[Path | None, typer.Option(help="Directory for the PNG plots.")] = Path("sim-results"),
     no_plots: Annotated[bool, typer.Option("--no-plots", help="Write no plots.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines on stderr.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar (or lines) on stderr.")] = False,
     jobs: Annotated[int, typer.Option(min=1, help="Modes run at once, one process each (with --mode both).")] = 1,
 ) -> None:
-    """Simulate N peers running rumor's protocol core on a modelled network and print figures 1-4.
+    """Simulate N peers running rumor's protocol core on a modelled network and print figures 1-4 of
+    BENCHMARKS.md: 1 block latency, 2 push coverage, 3 payload amplification, 4 duplicates.
+
+    A progress bar with the time remaining runs on stderr (plain lines when stderr is not a terminal).
 
     The figures: 1 block latency and time to all, 2 push coverage, 3 payload amplification, 4 duplicates, each
     beside its bound; bench/results/README.md (section "The figures") defines them.
@@ -1154,6 +1247,13 @@ def sim(
         run_sim(chosen, json_path=json_path, plots_dir=None if no_plots else plots, quiet=quiet, jobs=jobs)
     except ScenarioError as exc:
         fail(str(exc))
+
+
+def _network_down(network: Path, peers: int) -> str:
+    return (
+        f"no peer of {network} answers ({_count(peers, 'peer')} down): the network is not running; "
+        f"start it with: rumor network up --dir {network}"
+    )
 
 
 def _count(n: int, noun: str) -> str:

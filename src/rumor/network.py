@@ -66,6 +66,9 @@ class NetworkInitError(Exception):
 
 @dataclass(frozen=True)
 class PeerEntry:
+    """One peer of a network written by ``init_network``: its ``id`` (``peer0.org1.example.com``), ``org`` (MSP
+    ID), gossip ``endpoint`` and ``operations`` address (HOST:PORT), and the path of its core.yaml (``config``)."""
+
     id: str
     org: str
     endpoint: str

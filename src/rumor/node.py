@@ -22,6 +22,8 @@ expiry.
         await peer.join_channel(Path("mychannel.block").read_bytes())
         async for block in peer.blocks("mychannel"):
             ...
+
+The public API (``from rumor import Peer, Member``) is described, with an example, in docs/api.md.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +63,7 @@ from rumor.core.types import (
     Handshake,
     HandshakeResult,
     LeadershipChanged,
+    NetworkMember,
     Probe,
     ReceivedMessage,
     RemotePeer,
@@ -85,6 +89,26 @@ log = logging.getLogger("rumor.peer")
 
 class PeerError(Exception):
     """A peer that cannot start or an API call that cannot be carried out; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A peer of the network as this peer's membership sees it (what ``Peer.peers()`` and ``Peer.leader()``
+    return).
+
+    ``org`` is its MSP ID (``"Org1MSP"``); ``endpoint`` the HOST:PORT this peer dials it at (its internal endpoint
+    when it is of our org, else its external one; empty when not known); ``pki_id`` its PKI-ID, hex-encoded (the
+    SHA-256 of its MSP ID and certificate, as ``status()`` and the logs show it); ``alive`` whether membership
+    counts it alive now; ``name`` its name where known: our own ``peer.id``, or the common name of its certificate
+    (with cryptogen's layout and ``rumor network init``, its peer id: ``peer0.org1.example.com``), None while its
+    identity is unknown.
+    """
+
+    org: str
+    endpoint: str
+    pki_id: str
+    alive: bool
+    name: str | None = None
 
 
 @dataclass
@@ -125,7 +149,17 @@ class MetricsTracer:
 
 
 class Peer:
-    """A rumor peer. ``async with Peer(config) as peer:`` starts it and stops it cleanly."""
+    """A rumor peer. ``async with Peer(config) as peer:`` starts it and stops it cleanly.
+
+    ``config`` is the peer's configuration (``rumor.load_config("core.yaml")``). ``operations=False`` serves no
+    operations endpoint even when ``operations.listenAddress`` is set. ``seed`` fixes the gossip core's random
+    choices (for tests and benchmarks; None draws one from the OS).
+
+    Every method is called from the event loop the peer was started on. Besides the calls below, a started peer
+    exposes its parts for embedding and tests: ``config``, ``metrics`` (its Prometheus metrics), ``ledger``,
+    ``comm`` (the gRPC transport), ``core`` (the sans-IO protocol core) and ``ops`` (the operations server, or
+    None); these are not a stable API.
+    """
 
     def __init__(self, config: Config, *, operations: bool = True, seed: int | None = None) -> None:
         self.config = config
@@ -138,7 +172,6 @@ class Peer:
         self._subscribers: list[_Subscriber] = []
         self._commit_events: dict[str, asyncio.Event] = {}
         self._recent_commits: dict[str, deque[tuple[int, float]]] = {}
-        self._member_names: dict[bytes, str] = {}  # PKI-ID -> its certificate's CN (a PKI-ID is one certificate)
         self._wake = asyncio.Event()
         self._started = False
         self._stopping = False
@@ -161,14 +194,20 @@ class Peer:
     # --- lifecycle ------------------------------------------------------------------------------
 
     async def __aenter__(self) -> Peer:
+        """Start the peer (``start``) and return it."""
         await self.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        """Stop the peer (``stop``), whether the block ended normally or by an exception."""
         await self.stop()
 
     async def start(self) -> None:
-        """Load identity and ledger, listen, join the channels the ledger holds, start gossiping."""
+        """Load identity and ledger, listen, join the channels the ledger holds, start gossiping.
+
+        Raises PeerError, with one line saying why, when the peer cannot start (its material is missing or
+        invalid, its data directory is locked by another peer or on a full disk, a port is taken...).
+        """
         if self._started:
             raise PeerError("peer already started")
         peer = self.config.peer
@@ -320,7 +359,7 @@ class Peer:
         log.info("peer %s (%s) of network %s up at %s", peer.id, peer.local_msp_id, peer.network_id, self.endpoint)
 
     async def stop(self) -> None:
-        """Say goodbye to peers, stop every task, close connections, ledger and endpoints."""
+        """Say goodbye to peers, stop every task, close connections, ledger and endpoints (idempotent)."""
         if not self._started or self._stopping:
             return
         self._stopping = True
@@ -345,40 +384,92 @@ class Peer:
 
     @property
     def endpoint(self) -> str:
+        """The gossip endpoint (HOST:PORT) this peer advertises to its peers."""
         return self.core.node.endpoint
 
     @property
     def pki_id(self) -> bytes:
+        """This peer's PKI-ID (raw bytes; ``Member.pki_id`` is the same, hex-encoded)."""
         return self.signer.pki_id
 
     @property
     def org(self) -> str:
+        """This peer's MSP ID (``peer.localMspId``)."""
         return self.config.peer.local_msp_id
 
+    @property
+    def operations_address(self) -> str | None:
+        """HOST:PORT of the operations endpoint (/healthz, /metrics, /api/status, the dashboard), None when
+        there is none."""
+        return None if self.ops is None else self.ops.address
+
     def channels(self) -> list[str]:
+        """Names of the channels this peer has joined, sorted."""
         return sorted(self.core.channels)
 
     def height(self, channel: str) -> int:
+        """The ledger height of ``channel``: the number of the next block to commit (0 for an unknown channel)."""
         return self.ledger.height(channel)
 
     async def get_block(self, channel: str, number: int) -> common_pb2.Block | None:
+        """Block ``number`` of ``channel`` from the ledger (a ``rumor.Block``), None when not committed."""
         raw = self.ledger.get_block(channel, number)
         return None if raw is None else common_pb2.Block.FromString(raw)
 
-    def peers(self) -> list[Any]:
-        return self.core.node.peers()
+    def me(self) -> Member:
+        """This peer, as its peers see it in their ``peers()``."""
+        return Member(self.org, self.endpoint, self.pki_id.hex(), alive=True, name=self.config.peer.id)
 
-    def peers_of_channel(self, channel: str) -> list[Any]:
-        return self.core.node.peers_of_channel(channel)
+    def peers(self, *, include_dead: bool = False) -> list[Member]:
+        """The other peers membership knows, alive ones only unless ``include_dead``, sorted by org and endpoint."""
+        members = [self._member(m, alive=True) for m in self.core.node.peers()]
+        if include_dead:
+            members += [self._member(m, alive=False) for m in self.core.node.discovery.dead_members()]
+        return sorted(members, key=_member_order)
 
-    def leader(self, channel: str) -> bytes | None:
-        return self.core.leader(channel)
+    def peers_of_channel(self, channel: str) -> list[Member]:
+        """The alive peers that have joined ``channel`` (as their signed state info says), sorted like ``peers()``;
+        empty for a channel this peer has not joined."""
+        return sorted(
+            (self._member(m, alive=True) for m in self.core.node.peers_of_channel(channel)), key=_member_order
+        )
+
+    def leader(self, channel: str) -> Member | None:
+        """The peer believed to lead our org on ``channel`` (``me()`` when it is this peer), None when there is
+        none yet (election still running, or static leadership with ``orgLeader: false``)."""
+        pki_id = self.core.leader(channel)
+        if pki_id is None:
+            return None
+        if pki_id == self.pki_id:
+            return self.me()
+        known = self.core.node.discovery.lookup(pki_id)
+        if known is None:
+            # Elected by peers whose alive message has not reached us yet: a leader is always of our own org.
+            return Member(self.org, "", pki_id.hex(), alive=False, name=self._name_of(pki_id))
+        return self._member(known, alive=self.core.node.discovery.is_alive(pki_id))
 
     def is_leader(self, channel: str) -> bool:
+        """Whether this peer leads its org on ``channel`` (and so pulls blocks from the ordering service)."""
         return self.core.is_leader(channel)
 
+    def _member(self, member: NetworkMember, *, alive: bool) -> Member:
+        return Member(
+            org=member.org.decode(errors="replace"),
+            endpoint=member.preferred_endpoint,
+            pki_id=member.pki_id.hex(),
+            alive=alive,
+            name=self._name_of(member.pki_id),
+        )
+
+    def _name_of(self, pki_id: bytes) -> str | None:
+        if pki_id == self.pki_id:
+            return self.config.peer.id
+        identity = self.core.node.identities.peek(pki_id)
+        return None if identity is None else _common_name(identity)
+
     async def blocks(self, channel: str, start: int = 0) -> AsyncIterator[common_pb2.Block]:
-        """Every block of ``channel`` from ``start`` on, in order: first those committed, then each new one."""
+        """Every block of ``channel`` from ``start`` on, in order: first those committed, then each new one as it
+        is committed (``async for block in peer.blocks(channel)``). The iteration ends when the peer stops."""
         number = start
         event = self._commit_events.setdefault(channel, asyncio.Event())
         while not self._stopping:
@@ -395,16 +486,20 @@ class Peer:
     def subscribe(
         self, predicate: Callable[[ReceivedMessage], bool], maxsize: int = 1024
     ) -> asyncio.Queue[ReceivedMessage]:
-        """Messages the gossip core accepted and passes on (blocks, leadership, private data...).
+        """A queue of the messages the gossip core accepted and passes on (blocks, leadership, private data...)
+        for which ``predicate`` is true; each is a ``rumor.core.types.ReceivedMessage`` (``.message`` the gossip
+        message, ``.sender`` the PKI-ID its connection authenticated).
 
-        Delivery never blocks the peer: when the queue is full the message is dropped.
+        Delivery never blocks the peer: when the queue (``maxsize``) is full the message is dropped.
         """
         sub = _Subscriber(predicate, asyncio.Queue(maxsize))
         self._subscribers.append(sub)
         return sub.queue
 
     def status(self) -> dict[str, Any]:
-        """The peer's view, as ``GET /api/status`` serves it."""
+        """The peer's view, as ``GET /api/status`` serves it and ``rumor status`` shows it: identity, channels
+        (height, leader, buffer, state-transfer and gossip counters, recent commits), membership, open
+        connections, comm counters and recent events. A dict of JSON values."""
         channels = {}
         for name in self.channels():
             leader = self.core.leader(name)
@@ -425,20 +520,7 @@ class Peer:
                 # [block number, wall-clock commit time] of the latest commits: exact propagation latencies
                 "recent_commits": [list(item) for item in self._recent_commits.get(name, ())],
             }
-        membership = [
-            {
-                "pki_id": m.pki_id.hex(),
-                "peer_id": self._member_name(m.pki_id),
-                "endpoint": m.preferred_endpoint,
-                "org": m.org.decode(),
-                "alive": alive,
-            }
-            for alive, members in ((True, self.core.node.peers()), (False, self.core.node.discovery.dead_members()))
-            for m in members
-        ]
-        if len(self._member_names) > 2 * len(membership) + 16:  # members forgotten long ago: let them go
-            current = {bytes.fromhex(m["pki_id"]) for m in membership}
-            self._member_names = {k: v for k, v in self._member_names.items() if k in current}
+        membership = [dataclasses.asdict(m) for m in self.peers(include_dead=True)]
         return {
             "peer_id": self.config.peer.id,
             "network_id": self.config.peer.network_id,
@@ -455,27 +537,12 @@ class Peer:
             ],
         }
 
-    def _member_name(self, pki_id: bytes) -> str:
-        """The peer id of a member: the CN of its certificate, as Fabric's cryptogen (and network init) issue
-        them; "" while its identity is unknown. Parsed once per PKI-ID, since the status is polled often."""
-        name = self._member_names.get(pki_id)
-        if name is None:
-            identity = self.core.node.identities.peek(pki_id)
-            if identity is None:
-                return ""  # not remembered: it may be learnt later, so ask again next time
-            try:
-                _, cert = deserialize_identity(identity)
-                names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-                name = str(names[0].value) if names else ""
-            except (CryptoError, ValueError):
-                name = ""
-            self._member_names[pki_id] = name
-        return name
-
     # --- the application's calls ----------------------------------------------------------------
 
     async def join_channel(self, genesis: bytes | common_pb2.Block) -> str:
-        """Join the channel whose genesis block this is (idempotent); returns the channel's name."""
+        """Join the channel whose genesis block this is (raw bytes or a ``rumor.Block``; idempotent); returns the
+        channel's name. Raises PeerError when it is not a genesis block, our org is not a member, or the ledger
+        holds another genesis block for that channel."""
         raw = genesis.SerializeToString() if isinstance(genesis, common_pb2.Block) else genesis
         cfg = check_genesis_for(raw, self.signer)
         existing = self.ledger.get_block(cfg.name, 0)
@@ -500,7 +567,10 @@ class Peer:
         return cfg.name
 
     async def add_payload(self, channel: str, block: bytes | common_pb2.Block) -> None:
-        """Add a block from the application (its own block source): verified, gossiped and committed."""
+        """Add a block from the application (its own block source): verified, gossiped and committed.
+
+        The block (raw bytes or a ``rumor.Block``) must carry the signature the channel's BlockValidation policy
+        asks for (the ordering org's, see ``rumor.sign_block``); raises PeerError when it does not verify."""
         raw = block.SerializeToString() if isinstance(block, common_pb2.Block) else block
         number = common_pb2.Block.FromString(raw).header.number
         try:
@@ -882,6 +952,22 @@ def _operations_ssl(ops: Any) -> ssl.SSLContext | None:
     elif tls.client_auth_required:
         raise ValueError("clientAuthRequired without clientRootCAs.files")
     return context
+
+
+def _member_order(member: Member) -> tuple[str, str, str]:
+    return member.org, member.endpoint, member.pki_id
+
+
+@lru_cache(maxsize=4096)
+def _common_name(identity: bytes) -> str | None:
+    """The subject common name of a serialized identity's certificate (cached: status() asks for every member
+    each time, and a PKI-ID's identity never changes)."""
+    try:
+        _, cert = deserialize_identity(identity)
+        names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    except (CryptoError, ValueError):
+        return None
+    return str(names[0].value) if names else None
 
 
 def _reachable(address: str, listening: str) -> str:

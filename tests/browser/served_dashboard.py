@@ -54,7 +54,7 @@ def status(
                 "endpoint": endpoint(o),
                 "org": ORGS[o],
                 "alive": True,
-                **({"peer_id": peer_id(o)} if member_ids else {}),
+                **({"name": peer_id(o)} if member_ids else {}),
             }
             for o in others
         ],

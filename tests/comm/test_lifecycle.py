@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import sys
@@ -13,7 +14,7 @@ from comm_helpers import make_comm
 from polling import wait_for
 from test_messaging import data, peer
 
-from rumor.core.types import RemotePeer
+from rumor.core.types import RecordingTracer, RemotePeer
 from rumor.wire import messages
 
 ORG1 = "peer0.org1.example.com"
@@ -210,6 +211,26 @@ async def test_disconnect_is_not_reported_as_death_locally(comms) -> None:  # ty
     # b only sees its stream end, which is all a vanished peer looks like from there.
     assert await asyncio.wait_for(dead_b.get(), 5) == a.pki_id
     assert a.connections() == [] and len(dead_a) == 0
+
+
+@pytest.mark.parametrize("leaving", ["dialer", "acceptor"])
+async def test_a_clean_stop_is_a_clean_end_on_the_far_side(comms, caplog, leaving: str) -> None:  # type: ignore[no-untyped-def]
+    """Finding: a peer that stopped cleanly cancelled its streams, and the peer it left logged "WARNING ... broken:
+    stream cancelled", exactly what a crashed peer looks like. Now the far side sees the stream end, says so at INFO,
+    and still presumes the peer gone."""
+    traces = RecordingTracer()
+    dialer = await comms(ORG1, presumed_dead_grace=0.05, tracer=traces if leaving == "acceptor" else None)
+    acceptor = await comms(ORG2, presumed_dead_grace=0.05, tracer=traces if leaving == "dialer" else None)
+    await dialer.connect(peer(acceptor))
+    await wait_for(lambda: acceptor.connection(dialer.pki_id) is not None)
+    gone, staying = (dialer, acceptor) if leaving == "dialer" else (acceptor, dialer)
+    dead = staying.presumed_dead()
+    caplog.set_level(logging.INFO, "rumor.comm")
+    await gone.stop()
+    assert await asyncio.wait_for(dead.get(), 5) == gone.pki_id
+    assert [f["reason"] for f in traces.named("disconnected")] == ["ended by the remote"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == []
 
 
 async def test_a_peer_that_stops_reading_is_cut_off_by_the_write_timeout(comms, subprocess_peer, caplog) -> None:  # type: ignore[no-untyped-def]

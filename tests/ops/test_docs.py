@@ -44,12 +44,20 @@ def test_python_api_example_runs() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "bob received block 3" in result.stdout
     assert result.stdout.strip().endswith("done")
+    # The example logs at WARNING and above: a clean run, a clean stop included, logs nothing at all.
+    # (It once ended with "WARNING rumor.comm: ... broken: stream cancelled" from the peers' own clean stop.)
+    output = result.stdout + result.stderr
+    problems = [line for line in output.splitlines() if line.startswith(("WARNING", "ERROR", "CRITICAL", "Traceback"))]
+    assert problems == [], output
+    # Members are typed: the peer's name (its certificate's common name) and org as text, not raw bytes.
+    assert "alice knows peer1.org1.example.com at 127.0.0.1:" in result.stdout
+    assert "(Org1MSP, pki id " in result.stdout and "b'Org1MSP'" not in result.stdout
 
 
 def test_readme_has_the_quickstart_and_links_the_docs() -> None:
     readme = (ROOT / "README.md").read_text()
     assert "make demo" in readme and "rumor network up" in readme
-    for linked in ("docs/configuration.md", "docs/multi-host.md", "examples/embedded_peers.py"):
+    for linked in ("docs/configuration.md", "docs/multi-host.md", "docs/api.md", "examples/embedded_peers.py"):
         assert linked in readme, linked
         assert (ROOT / linked).exists(), linked
 

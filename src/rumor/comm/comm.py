@@ -923,7 +923,9 @@ class Comm:
         if conn.retired and ending.reason is not EndReason.SUPERSEDED:
             ending = Ending(EndReason.SUPERSEDED, f"retired, then {ending}")
         self._tracer.event("disconnected", self._clock(), peer=pki_id, endpoint=conn.info.endpoint, reason=str(ending))
-        level = logging.INFO if ending.reason in (EndReason.CLOSED, EndReason.SUPERSEDED) else logging.WARNING
+        # A remote that ends the stream cleanly (EOF) stopped or closed it on purpose, as we do on a clean stop:
+        # worth a line, not a warning. A broken stream (an error, a cancellation, a lost connection) is one.
+        level = logging.WARNING if ending.reason is EndReason.BROKEN else logging.INFO
         log.log(level, "connection with %s (%s) ended: %s", conn.info.endpoint, _short(pki_id), ending)
         if ending.reason is EndReason.SUPERSEDED or self._stopping:
             return

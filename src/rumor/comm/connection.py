@@ -32,6 +32,10 @@ from rumor.comm.handshake import ConnectionInfo
 
 log = logging.getLogger("rumor.comm")
 
+GRACEFUL_CLOSE_SECONDS = 1.0
+"""How long a connection we close waits for the remote to end the half-closed stream before cancelling it:
+a remote that answers ends it within a round trip, and one that does not must not hold up a stop for long."""
+
 
 class Stream(Protocol):
     async def read(self) -> bytes | None:
@@ -39,6 +43,12 @@ class Stream(Protocol):
         ...
 
     async def write(self, frame: bytes) -> None: ...
+
+    async def end_writing(self) -> bool:
+        """Tell the remote we write no more (a clean end, not a cancellation). True when the remote is expected
+        to end the stream in answer, so that reading on until EOF completes it; False when ending the stream is
+        ours to do by ``close``."""
+        ...
 
     async def close(self) -> None:
         """End the stream from our side; idempotent."""
@@ -84,6 +94,15 @@ class ClientStream:
         except asyncio.InvalidStateError as exc:
             raise StreamBroken(f"stream already finished: {exc}") from None
 
+    async def end_writing(self) -> bool:
+        # A half-close: the acceptor reads EOF, returns from its handler, and the call ends with status OK.
+        # Cancelling the call instead looks, on the far end, just like a peer whose connection was lost.
+        try:
+            await self._call.done_writing()
+        except (aio.AioRpcError, aio.UsageError, asyncio.InvalidStateError):
+            return False
+        return True
+
     async def close(self) -> None:
         if self._closed:
             return
@@ -114,6 +133,10 @@ class ServerStream:
             await self._context.write(frame)
         except (asyncio.InvalidStateError, grpc.RpcError) as exc:
             raise StreamBroken(str(exc) or type(exc).__name__) from None
+
+    async def end_writing(self) -> bool:
+        # An accepted stream ends, with status OK, when the serving coroutine returns: nothing to wait for.
+        return False
 
     async def close(self) -> None:
         # The serving coroutine returning is what ends an accepted stream; nothing to do here.
@@ -279,6 +302,7 @@ class Connection:
             done, _ = await asyncio.wait({reader, writer, self._close_request}, return_when=asyncio.FIRST_COMPLETED)
             if self._close_request.done():
                 ending = self._close_request.result()
+                await self._end_cleanly(reader, writer)
             else:
                 task = reader if reader in done else writer
                 # grpc.aio raises CancelledError from read/write when the call itself was cancelled.
@@ -316,6 +340,24 @@ class Connection:
             self._finished.set()
         return self._ending
 
+    async def _end_cleanly(self, reader: asyncio.Future[None], writer: asyncio.Future[None]) -> None:
+        """We close: end the stream in a way the remote tells apart from a lost connection (a half-close
+        answered by the remote's end of the call), so that it sees a peer that left, not a broken stream.
+        grpc.aio cancels the whole call when a task waiting in read or write is cancelled, so the writer is
+        stopped only while it waits for a frame, and the reader is left to read up to the remote's end."""
+        if self._writing is not None or reader.done() or writer.done():
+            return  # a write in progress (or a stream already over): cancelling is all that is left
+        writer.cancel()
+        await asyncio.gather(writer, return_exceptions=True)
+        # What still arrives is read only to reach the end; held messages must not keep the reader waiting.
+        self._receivable.set()
+        try:
+            answered = await self._stream.end_writing()
+        except Exception:  # a stream that cannot half-close is cancelled by the caller's cleanup instead
+            return
+        if answered:
+            await asyncio.wait({reader}, timeout=GRACEFUL_CLOSE_SECONDS)
+
     def hold(self) -> Callable[[], None]:
         """Count one received message as waiting to be handled; returns the call that ends its wait. While
         recvBuffSize of them wait, the reader stops reading: HTTP/2 flow control then slows the sender, and a
@@ -346,6 +388,8 @@ class Connection:
             frame = await self._stream.read()
             if frame is None:
                 return
+            if self._close_request.done():
+                continue  # closing: read on to the remote's end, but hand nothing more to the owner
             self._on_frame(self, frame)
 
     async def _write_loop(self) -> None:

@@ -213,7 +213,7 @@ class DashboardModel:
                 info = self._nodes.setdefault(key, _NodeInfo(key, pki_id=key))
                 info.org = info.org or str(member.get("org") or "")
                 info.endpoint = info.endpoint or str(member.get("endpoint") or "")
-                info.cert_name = info.cert_name or str(member.get("peer_id") or "")
+                info.cert_name = info.cert_name or str(member.get("name") or member.get("peer_id") or "")
         # Observed peers that did not answer: keep them under the key they had last time, or (never reached) under
         # that of the member whose certificate bears their name, so that they are one node rather than two.
         for name in statuses:

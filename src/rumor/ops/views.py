@@ -30,11 +30,20 @@ class ViewError(Exception):
     """The command cannot show what was asked; one line saying why."""
 
 
+class PeerDown(ViewError):
+    """The peer's operations endpoint does not answer: the peer is not running (or not reachable)."""
+
+
 @dataclass(frozen=True)
 class Target:
+    """A peer a command asks: its name, its operations address, and, for a peer of a network directory, its
+    core.yaml, org and gossip endpoint (from network.yaml: known even while the peer is down)."""
+
     name: str
     operations: str
     config: Path | None = None
+    org: str = ""
+    endpoint: str = ""
 
 
 def resolve_targets(peer: str | None, network: Path | None) -> list[Target]:
@@ -44,7 +53,7 @@ def resolve_targets(peer: str | None, network: Path | None) -> list[Target]:
             layout = load_layout(network)
         except NetworkInitError as exc:
             raise ViewError(str(exc)) from None
-        targets = [Target(p.id, p.operations, p.config) for p in layout.peers]
+        targets = [Target(p.id, p.operations, p.config, p.org, p.endpoint) for p in layout.peers]
         if peer is None:
             return targets
         chosen = [t for t in targets if peer in (t.name, t.operations) or t.name.startswith(peer + ".")]
@@ -69,7 +78,12 @@ def fetch_status(target: Target, timeout: float = 3.0) -> dict[str, Any]:
         raise ViewError(f"{target.name}: {url} answered HTTP {exc.code}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise ViewError(
+        if target.config is not None:
+            # The address comes from network.yaml, so it is the right one: the peer is not running.
+            raise PeerDown(
+                f"{target.name} is down: its operations endpoint {target.operations} does not answer ({reason})"
+            ) from None
+        raise PeerDown(
             f"cannot reach {target.name}'s operations endpoint at {target.operations} ({reason}); is the peer running, "
             "and is this its operations.listenAddress (not its gossip port)?"
         ) from None
@@ -158,25 +172,37 @@ def render_membership(status: Mapping[str, Any], console: Console) -> None:
     console.print(table)
 
 
-def render_network(targets: list[Target], console: Console) -> int:
-    """One row per peer of a network directory; returns how many did not answer."""
+def first_answering(targets: list[Target]) -> dict[str, Any]:
+    """The status of the first of ``targets`` that answers; PeerDown naming them when none does."""
+    for target in targets:
+        try:
+            return fetch_status(target, timeout=2.0)
+        except PeerDown:
+            if len(targets) == 1:
+                raise
+    raise PeerDown(f"no peer answers ({len(targets)} down)")
+
+
+def render_network(targets: list[Target], console: Console) -> list[Target]:
+    """One row per peer of a network directory; returns the peers that did not answer (shown as down, with
+    the org and endpoint network.yaml gives them)."""
     table = Table(title="peers of the network", title_justify="left")
     for column in ("peer", "org", "endpoint", "operations", "state", "channels (height)", "knows", "leads"):
         table.add_column(column)
-    down = 0
+    down: list[Target] = []
     for target in targets:
         try:
             status = fetch_status(target, timeout=2.0)
         except ViewError:
-            down += 1
-            table.add_row(target.name, "", "", target.operations, "[red]not answering[/]", "", "", "")
+            down.append(target)
+            table.add_row(target.name, target.org, target.endpoint, target.operations, "[red]down[/]", "", "", "")
             continue
         channels = status.get("channels", {})
         alive = sum(1 for m in status.get("membership", []) if m.get("alive"))
         table.add_row(
             target.name,
-            str(status.get("org", "")),
-            str(status.get("endpoint", "")),
+            str(status.get("org") or target.org),
+            str(status.get("endpoint") or target.endpoint),
             target.operations,
             "[green]running[/]",
             ", ".join(f"{c} ({i.get('height')})" for c, i in sorted(channels.items())),

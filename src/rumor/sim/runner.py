@@ -52,7 +52,29 @@ QUIET_BACKLOG = 0.05
 
 BLOCK_KINDS = frozenset({"data_msg", "data_update", "state_response"})
 
-Progress = Callable[[str], None]
+
+@dataclass(frozen=True)
+class RunProgress:
+    """Where one run stands: what ``run_scenario`` and ``run_modes`` hand their ``progress`` callback.
+
+    ``phase`` is one of PHASES; ``blocks_cut`` of ``blocks`` have been cut so far; ``note`` is a remark worth a
+    line of its own (a warm-up that ended before membership converged), else empty. ``wall_s`` is the wall time
+    since the run began; ``eta_s`` the wall time the remaining blocks should take at the rate of those cut so far
+    (None before the first).
+    """
+
+    mode: str
+    phase: str
+    blocks_cut: int
+    blocks: int
+    wall_s: float
+    eta_s: float | None = None
+    note: str = ""
+
+
+PHASES = ("building", "warming up", "blocks", "draining", "done")
+
+Progress = Callable[[RunProgress], None]
 
 
 def machine() -> str:
@@ -286,6 +308,8 @@ class _Run:
         self.names = scenario.peer_names()
         self.leaders = {n for n in self.names if n.startswith("peer0.")}
         self.endpoint_name: dict[str, str] = {}
+        self.started = time.perf_counter()
+        self.blocks_started: float | None = None
 
         jitter = scenario.jitter
         mean = scenario.latency
@@ -353,9 +377,15 @@ class _Run:
         name = self._name(dst)
         self.copies[name] = self.copies.get(name, 0) + n
 
-    def _say(self, text: str) -> None:
-        if self.progress is not None:
-            self.progress(text)
+    def _report(self, phase: str, note: str = "") -> None:
+        if self.progress is None:
+            return
+        now = time.perf_counter()
+        cut, total = len(self.t0), self.scenario.blocks
+        eta = None
+        if phase == "blocks" and cut and self.blocks_started is not None:
+            eta = (now - self.blocks_started) / cut * (total - cut)
+        self.progress(RunProgress(self.mode, phase, cut, total, now - self.started, eta, note))
 
     # --- building and running --------------------------------------------------------------------
 
@@ -448,7 +478,8 @@ class _Run:
             net.run_for(MIN_WARMUP)  # let the start's own traffic (bootstrap dials, first StateInfos) pass
             ok = net.run_until_true(self.converged, timeout=self.scenario.max_warmup, step=1.0)
             if not ok:
-                self._say(f"membership not converged after {self.scenario.max_warmup:g}s of warm-up; going on")
+                note = f"membership not converged after {self.scenario.max_warmup:g}s of warm-up; going on"
+                self._report("warming up", note)
         return net.now - start
 
     def _cut_block(self, seq: int) -> None:
@@ -458,6 +489,7 @@ class _Run:
         self.t0[seq] = self.cluster.net.now
         self.wire_size[seq] = wire.seal(wire.data_message(CHANNEL.encode(), seq, raw)).ByteSize()
         ordering.pump()
+        self._report("blocks")
 
     def _apply_event(self, event: Any) -> None:
         net = self.cluster.net
@@ -487,12 +519,14 @@ class _Run:
         return all(self._holds(n, seq) for n in self._up_receivers() for seq in range(1, last + 1))
 
     def run(self) -> SimResult:
-        wall = time.perf_counter()
+        self.started = wall = time.perf_counter()
         sc = self.scenario
-        self._say(f"[{self.mode}] building {sc.peers} peers")
+        self._report("building")
         self.build()
+        self._report("warming up")
         warmup = self.warm_up()
-        self._say(f"[{self.mode}] warm-up done after {warmup:.1f}s virtual ({time.perf_counter() - wall:.1f}s wall)")
+        self.blocks_started = time.perf_counter()
+        self._report("blocks")
         net = self.cluster.net
         start = net.now
         self.measuring = True
@@ -504,15 +538,14 @@ class _Run:
         step = max(sc.block_interval * 10, 5.0)
         while net.now < last:
             net.run_until(min(last, net.now + step))
-            self._say(
-                f"[{self.mode}] {len(self.t0)}/{sc.blocks} blocks cut, t={net.now - start:.1f}s virtual, "
-                f"{time.perf_counter() - wall:.1f}s wall"
-            )
+        self._report("draining")
         net.run_until_true(self._all_delivered, timeout=sc.drain, step=0.25)
         # A last moment for messages in flight, so that duplicates in flight are counted too.
         net.run_for(min(1.0, sc.drain))
         self.measuring = False
-        return self._result(warmup, time.perf_counter() - wall)
+        result = self._result(warmup, time.perf_counter() - wall)
+        self._report("done")
+        return result
 
     def _result(self, warmup: float, wall: float) -> SimResult:
         receivers = self._up_receivers()
@@ -576,22 +609,77 @@ def run_scenario(scenario: Scenario, mode: str | None = None, progress: Progress
     return _Run(scenario, chosen, progress).run()
 
 
-def stderr_progress(text: str) -> None:
-    """A progress callback that prints to stderr (picklable, for runs in worker processes)."""
-    print(text, file=sys.stderr, flush=True)
+def progress_line(progress: RunProgress) -> str | None:
+    """A line of text for ``progress`` worth printing (None for most blocks: one line per tenth of them)."""
+    head = f"[{progress.mode}]"
+    if progress.note:
+        return f"{head} {progress.note}"
+    if progress.phase == "blocks":
+        step = max(1, progress.blocks // 10)
+        cut = progress.blocks_cut
+        if cut % step and cut != progress.blocks:
+            return None
+        left = "" if progress.eta_s is None else f", about {progress.eta_s:.0f}s left"
+        return f"{head} {cut}/{progress.blocks} blocks cut, {progress.wall_s:.1f}s wall{left}"
+    return f"{head} {progress.phase}, {progress.wall_s:.1f}s wall"
+
+
+def stderr_progress(progress: RunProgress) -> None:
+    """A progress callback that prints a line to stderr now and then (for logs: no redrawing)."""
+    line = progress_line(progress)
+    if line is not None:
+        print(line, file=sys.stderr, flush=True)
+
+
+_worker_queue: Any = None
+"""In a worker process of run_modes: the queue its run's progress goes to, for the parent to hand on."""
+
+
+def _install_queue(queue: Any) -> None:
+    global _worker_queue
+    _worker_queue = queue
+
+
+def _queue_progress(progress: RunProgress) -> None:
+    _worker_queue.put(progress)
+
+
+def _run_in_worker(scenario: Scenario, mode: str, report: bool) -> SimResult:
+    return run_scenario(scenario, mode, _queue_progress if report else None)
 
 
 def run_modes(scenario: Scenario, progress: Progress | None = None, jobs: int = 1) -> list[SimResult]:
     """One run per mode of the scenario (both modes for mode 'both'), each with the same seed.
 
     With ``jobs`` > 1 the modes run in that many worker processes at once (a run is single-threaded;
-    the runs are independent, so this changes nothing but the wall time).
+    the runs are independent, so this changes nothing but the wall time). ``progress`` is called in this
+    process either way (from a helper thread with workers), so it may update a display.
     """
     modes = scenario.modes
     if jobs <= 1 or len(modes) == 1:
         return [run_scenario(scenario, mode, progress) for mode in modes]
+    import multiprocessing
+    import threading
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(max_workers=min(jobs, len(modes))) as pool:
-        futures = [pool.submit(run_scenario, scenario, mode, progress) for mode in modes]
-        return [f.result() for f in futures]
+    context = multiprocessing.get_context()
+    queue = context.Queue()
+
+    def forward() -> None:
+        # The workers' progress arrives here and goes to the callback in this process, which owns the display;
+        # None (put once the pool is done) ends it.
+        while (item := queue.get()) is not None:
+            if progress is not None:
+                progress(item)
+
+    forwarder = threading.Thread(target=forward, name="rumor-sim-progress", daemon=True)
+    forwarder.start()
+    try:
+        with ProcessPoolExecutor(
+            max_workers=min(jobs, len(modes)), mp_context=context, initializer=_install_queue, initargs=(queue,)
+        ) as pool:
+            futures = [pool.submit(_run_in_worker, scenario, mode, progress is not None) for mode in modes]
+            return [f.result() for f in futures]
+    finally:
+        queue.put(None)
+        forwarder.join()

@@ -1,6 +1,7 @@
 """A simulation scenario: how many peers, what network, which blocks, what breaks when.
 
-A scenario comes from a YAML file, from ``rumor sim`` flags, or both (flags win):
+A scenario comes from a YAML file, from ``rumor sim`` flags, or both (flags win). Every key, with its default
+and what it does, is in ``scenario_reference()`` (which ``rumor sim --help`` prints); an example:
 
     name: sim-100
     peers: 100              # peers in all
@@ -297,6 +298,72 @@ def _events(raw: Any) -> tuple[Event, ...]:
 
 
 _KEYS = {f.name for f in dataclasses.fields(Scenario)}
+
+KEY_DOCS: dict[str, str] = {
+    "name": "names the run in the table, the JSON and the plot files (a file's default: its file name)",
+    "peers": "peers in all",
+    "orgs": "spread evenly over this many orgs; peer0 of each org leads it (its static leader)",
+    "blocks": "blocks the ordering service cuts",
+    "block_size": "payload bytes of each block (B, KB, KiB, MB, MiB)",
+    "block_interval": "the ordering service cuts a block this often",
+    "latency": "one-way link latency, drawn per message uniformly within ± the spread (or jitter: 0.1 for it alone)",
+    "bandwidth": 'uplink of each peer (bit/s with "bit", bytes/s with "B"); 0: unlimited',
+    "loss": "share of messages lost on the wire",
+    "mode": "dissemination: fabric | enhanced | both (one run each, same seed, side by side)",
+    "seed": "seed of every random choice: the same seed gives the same figures",
+    "crypto": "cheap (an HMAC stand-in) | x509 (real ECDSA P-256 certificates; slow)",
+    "warm_start": "every peer starts knowing every other one (as if its bootstrap peer knew everyone)\n"
+    "false: only the bootstrap dials",
+    "warmup": "virtual time before the first block; auto: until membership has converged",
+    "max_warmup": "with warmup: auto, start the blocks after this long even if membership has not converged",
+    "drain": "at most this long after the last block for the stragglers",
+    "gossip": "peer.gossip keys of core.yaml (Fabric's names) for every peer, e.g. {pullInterval: 4s}",
+    "events": "what is done to the network when (times count from the first block), e.g.\n"
+    "  - {at: 20s, crash: [peer3.org1]}\n"
+    "  - {at: 40s, restart: [peer3.org1]}\n"
+    "  - {at: 30s, partition: [[peer0.org1, peer1.org1], [peer2.org1]]}   # unnamed peers: one more group\n"
+    "  - {at: 35s, heal: true}",
+}
+"""What each scenario key does (the keys of ``Scenario``; ``jitter`` is documented with ``latency``); a doc of
+several lines continues under the first."""
+
+
+def default_text(scenario: Scenario, key: str) -> str:
+    """``scenario``'s value of ``key`` as the YAML (and the flag) would spell it: ``100KB``, ``25ms±10%``."""
+    value = getattr(scenario, key)
+    if key == "block_size":
+        return format_size(value)
+    if key == "latency":
+        spread = f"±{scenario.jitter * 100:g}%" if scenario.jitter else ""
+        return f"{value * 1000:g}ms{spread}"
+    if key == "bandwidth":
+        return "0" if value is None else format_bandwidth(value)
+    if key == "warmup":
+        return "auto" if value is None else f"{value:g}s"
+    if key in ("block_interval", "drain", "max_warmup"):
+        return f"{value:g}s"
+    if key == "warm_start":
+        return "true" if value else "false"
+    if key == "gossip":
+        return "{}" if not value else "{" + ", ".join(f"{k}: {v}" for k, v in value.items()) + "}"
+    if key == "events":
+        return "[]" if not value else f"[{len(value)} events]"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def scenario_reference() -> str:
+    """Every key of a scenario YAML file with its default and what it does, one line each, as YAML."""
+    base = Scenario()
+    keys = [f.name for f in dataclasses.fields(Scenario) if f.name != "jitter"]
+    lines = [(f"{key}: {default_text(base, key)}", KEY_DOCS[key]) for key in keys]
+    lines.insert(0, ("preset: none", f"start from a preset ({', '.join(PRESETS)}) instead of these defaults"))
+    width = max(len(entry) for entry, _ in lines)
+    out: list[str] = []
+    for entry, doc in lines:
+        first, *more = doc.splitlines()
+        out.append(f"{entry.ljust(width)}  # {first}")
+        out.extend(f"{'':{width}}  # {line}" for line in more)
+    return "\n".join(out)
 
 
 def scenario_from_mapping(data: Mapping[str, Any], base: Scenario | None = None) -> Scenario:
