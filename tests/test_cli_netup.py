@@ -446,3 +446,26 @@ def test_the_status_line_gives_times_under_a_second_in_ms(tmp_path: Path) -> Non
     model.latencies["mychannel"] = deque([0.038, 0.041, 0.044])  # gossip on loopback: tens of ms
     model.update(1.0, {"p": {"pki_id": "aa", "channels": {"mychannel": {"height": 1}}}})
     assert "time to all peers (median) 41 ms" in up._summary_line()
+
+
+def test_the_status_line_counts_peers_the_others_know(tmp_path: Path) -> None:
+    """Finding: it counted processes that answer, so a peer nobody had found yet counted too (while an org had
+    two leaders)."""
+    up = NetworkUp(UpOptions(dir=tmp_path), out=io.StringIO())
+    layout = NetworkLayout(tmp_path, "mychannel", "127.0.0.1:7050", tmp_path / "orderer.yaml", ())
+    up.plan = NetworkPlan(layout, "127.0.0.1:7050")
+
+    async def no_statuses() -> dict[str, Any]:
+        return {}
+
+    up.dashboard = Dashboard(no_statuses, view="network", title="t")
+    member = {"org": "Org1MSP", "endpoint": "e", "alive": True}
+    statuses = {
+        "p": {"pki_id": "aa", "channels": {}, "membership": [{**member, "pki_id": "bb"}]},
+        "q": {"pki_id": "bb", "channels": {}, "membership": []},  # q has not found p yet
+    }
+    up.dashboard.model.update(1.0, statuses)
+    assert "peers 1/" in up._summary_line() and "(2 running)" in up._summary_line(), up._summary_line()
+    statuses["q"]["membership"] = [{**member, "pki_id": "aa"}]
+    up.dashboard.model.update(2.0, statuses)
+    assert "peers 2/" in up._summary_line(), up._summary_line()

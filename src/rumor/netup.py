@@ -1107,8 +1107,12 @@ class NetworkUp:
         median = format_duration(samples[len(samples) // 2] / 1000) if samples else "–"
         load = self.load_state() or {}
         span = f"{min(heights)}..{max(heights)}" if heights else "–"
+        # A process that answers is not yet a peer that others know: count those every other running peer lists
+        # as alive (until they do, an org may have two leaders).
+        joined = [n for n in alive if n.get("alive_votes", 0) >= len(alive) - 1]
         return (
-            f"peers {len(alive)}/{len(self.peers)} alive · height {span} · leaders {', '.join(leaders) or '–'} · "
+            f"peers {len(joined)}/{len(self.peers)} in view of all ({len(alive)} running) · height {span} · "
+            f"leaders {', '.join(leaders) or '–'} · "
             f"blocks submitted {load.get('blocks', 0)}{' (paused)' if load.get('paused') else ''} · "
             f"time to all peers (median) {median}"
         )
