@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import logging
 import re
 import subprocess
 import sys
@@ -336,3 +337,18 @@ def test_sim_without_quiet_reports_progress_on_stderr_only() -> None:
     assert done.returncode == 0, done.stderr
     assert "[fabric] 2/2 blocks cut" in done.stderr and "left" in done.stderr and "[fabric] done" in done.stderr
     assert "blocks cut" not in done.stdout and "1 block latency" in done.stdout
+
+
+def test_warm_start_hands_every_peer_the_whole_membership(caplog: pytest.LogCaptureFixture) -> None:
+    """The warm start's membership responses are read (a peer reads only responses it expects): every peer knows
+    every other one at once, and no peer logs an unsolicited response."""
+    from rumor.sim.runner import _Run
+    from rumor.sim.scenario import Scenario
+
+    run = _Run(Scenario(peers=12, orgs=2, blocks=1), "fabric", None)
+    run.build()
+    caplog.set_level(logging.WARNING)
+    run.warm_start()
+    cores = [run.cluster.core(spec.name) for spec in run.cluster.specs.values()]
+    assert all(core is not None and len(core.node.peers()) == 11 for core in cores)
+    assert not [r for r in caplog.records if "membership response" in r.getMessage()]

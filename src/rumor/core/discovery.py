@@ -328,6 +328,12 @@ class Discovery:
         member = self._members.get(pki_id)
         return None if member is None else member.network_member()
 
+    def expect_membership_response(self, pki_id: PKIid, nonce: int, now: float) -> None:
+        """Accept one membership response from ``pki_id`` under ``nonce`` until reconnectInterval from now, as
+        if we had asked it: for a harness that hands a peer such a response (the simulator's warm start). Peers
+        never call it: their requests register themselves."""
+        self._asked[pki_id] = (nonce, now + self.config.reconnect_interval)
+
     def self_alive(self, now: float) -> pb.Envelope:
         """Our newest signed alive message, as membership requests and responses carry it (started only)."""
         return self._self_alive(now)

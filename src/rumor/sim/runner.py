@@ -454,7 +454,10 @@ class _Run:
             peer = net.peers[spec.endpoint]
             helper = self.cluster.specs[names[1 if index == 0 else 0]]
             others = [n for n in names if n != name and n != helper.name]
-            response = wire.membership_response([alive[helper.name], *(alive[n] for n in others)], [])
+            nonce = 0x5EED + index
+            response = wire.membership_response([alive[helper.name], *(alive[n] for n in others)], [], nonce=nonce)
+            # Only a response to a request of its own is read: the peer expects this one as if it had asked.
+            cores[name].node.discovery.expect_membership_response(helper.mcs.pki_id, nonce, now)
             snapshot = wire.state_info_snapshot([s.envelope for s in states.values() if s is not None], 0)
             snapshot.channel = CHANNEL.encode()
             for message in (response, snapshot):
