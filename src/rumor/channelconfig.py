@@ -439,7 +439,10 @@ def _org_of_group(mspid_key: str, group: configtx_pb2.ConfigGroup, where: str, *
         anchor_peers=tuple(anchors),
         endpoints=tuple(endpoints),
     )
-    for pem in (*org.root_certs, *org.intermediate_certs, *org.tls_root_certs, *org.tls_intermediate_certs):
+    # Admin certificates too: they are read whenever a policy is evaluated, so one that does not load would make
+    # every evaluation fail with ValueError instead of this config being refused now (as Fabric's MSP setup does).
+    certificates = (*org.root_certs, *org.intermediate_certs, *org.tls_root_certs, *org.tls_intermediate_certs)
+    for pem in (*certificates, *org.admins):
         try:
             x509.load_pem_x509_certificate(pem)
         except ValueError:

@@ -12,6 +12,7 @@ from orderer_helpers import CHANNEL, user
 from rumor import channelconfig as cc
 from rumor.crypto import CertificateAuthority, InvalidIdentity, X509CryptoService, new_block, sign_block
 from rumor.wire.pb.common import common_pb2, configtx_pb2
+from rumor.wire.pb.msp import msp_config_pb2
 from rumor.wire.pb.orderer import configuration_pb2 as orderer_config_pb2
 from rumor.wire.pb.peer import configuration_pb2 as peer_config_pb2
 
@@ -129,6 +130,14 @@ def _set(group: configtx_pb2.ConfigGroup, key: str, message) -> None:  # type: i
     group.values[key].value = message.SerializeToString()
 
 
+def _add_admin_cert(group: configtx_pb2.ConfigGroup, pem: bytes) -> None:
+    msp = msp_config_pb2.MSPConfig.FromString(group.values["MSP"].value)
+    fabric = msp_config_pb2.FabricMSPConfig.FromString(msp.config)
+    fabric.admins.append(pem)
+    msp.config = fabric.SerializeToString()
+    _set(group, "MSP", msp)
+
+
 @pytest.mark.parametrize(
     ("change", "fragment"),
     [
@@ -168,6 +177,10 @@ def _set(group: configtx_pb2.ConfigGroup, key: str, message) -> None:  # type: i
             ),
             r"capabilities rumor does not know: \['V9_9'\]",
         ),
+        # Found by fuzzing (tests/fuzz): an admin certificate that is not PEM was accepted here, and then every policy
+        # evaluation involving the org (block validation, config updates) raised ValueError.
+        (lambda c: _add_admin_cert(_app_org(c), b"not a certificate"), "Org1MSP has a certificate that is not PEM"),
+        (lambda c: _add_admin_cert(_orderer_group(c).groups["OrdererMSP"], b""), "certificate that is not PEM"),
         (lambda c: setattr(_app_org(c).policies["Readers"].policy, "value", b"\xff"), "does not decode"),
         (lambda c: setattr(_app_org(c).policies["Readers"].policy, "type", 2), "policy type 2 is not supported"),
     ],
