@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from pathlib import Path
 
 import pytest
@@ -181,6 +182,14 @@ def _add_admin_cert(group: configtx_pb2.ConfigGroup, pem: bytes) -> None:
         # evaluation involving the org (block validation, config updates) raised ValueError.
         (lambda c: _add_admin_cert(_app_org(c), b"not a certificate"), "Org1MSP has a certificate that is not PEM"),
         (lambda c: _add_admin_cert(_orderer_group(c).groups["OrdererMSP"], b""), "certificate that is not PEM"),
+        (
+            # Found by fuzzing: a timeout beyond any float became an infinite one, and the orderer's cutter raised
+            # OverflowError on it.
+            lambda c: _set(
+                _orderer_group(c), "BatchTimeout", orderer_config_pb2.BatchTimeout(timeout="1" + "0" * 400 + "s")
+            ),
+            "longer than a Go duration",
+        ),
         (lambda c: setattr(_app_org(c).policies["Readers"].policy, "value", b"\xff"), "does not decode"),
         (lambda c: setattr(_app_org(c).policies["Readers"].policy, "type", 2), "policy type 2 is not supported"),
     ],
@@ -191,6 +200,19 @@ def test_parse_config_refusals(channel_config, change, fragment: str) -> None:
     change(config)
     with pytest.raises(cc.ChannelConfigError, match=fragment):
         cc.parse_config(config, CHANNEL)
+
+
+def test_batch_timeout_is_read_in_time_linear_in_its_length() -> None:
+    # Found by fuzzing: the reader searched for duration terms anywhere in the text, backtracking over a run of
+    # digits from each of its positions; 20,000 digits took 17 s, 100,000 would take minutes. The bound here is
+    # hundreds of times what reading them takes now.
+    for text in ("9" * 100_000, "9" * 100_000 + "s", "1s" * 50_000 + "x"):
+        started = time.perf_counter()
+        with pytest.raises(cc.ChannelConfigError):
+            cc.parse_duration(text)
+        assert time.perf_counter() - started < 1.0
+    assert cc.parse_duration("1m30s") == 90.0
+    assert cc.parse_duration("2000000h") == 7.2e9  # within Go's time.Duration
 
 
 def test_channel_names_follow_fabric(channel_config) -> None:
