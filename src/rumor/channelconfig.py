@@ -444,15 +444,43 @@ def _org_of_group(mspid_key: str, group: configtx_pb2.ConfigGroup, where: str, *
     # every evaluation fail with ValueError instead of this config being refused now (as Fabric's MSP setup does).
     certificates = (*org.root_certs, *org.intermediate_certs, *org.tls_root_certs, *org.tls_intermediate_certs)
     for pem in (*certificates, *org.admins):
-        try:
-            x509.load_pem_x509_certificate(pem)
-        except ValueError:
-            raise ChannelConfigError(f"{where}: org {org.mspid} has a certificate that is not PEM") from None
+        _check_certificate(pem, f"{where}: org {org.mspid}")
+    for pem in org.crls:
+        _check_crl(pem, f"{where}: org {org.mspid}")
     for endpoint in (*org.anchor_peers, *org.endpoints):
         if _check_endpoint(endpoint) is not None:
             raise ChannelConfigError(f"{where}: endpoint {endpoint!r} of {org.mspid} is not host:port")
     del orderer
     return org
+
+
+def _check_certificate(pem: bytes, where: str) -> None:
+    """ChannelConfigError unless ``pem`` is a certificate whose every field reads.
+
+    cryptography parses a certificate's names, key and extensions only when they are first read, so a certificate
+    with a corrupt subject loads, and raises ValueError later, wherever it is used (matching a CRL to its CA, say).
+    Go's parser, which Fabric's MSP uses, reads everything at once and refuses it: so does this.
+    """
+    try:
+        certificate = x509.load_pem_x509_certificate(pem)
+    except ValueError:
+        raise ChannelConfigError(f"{where} has a certificate that is not PEM") from None
+    try:
+        _ = (certificate.subject, certificate.issuer, certificate.extensions, certificate.public_key())
+        _ = (certificate.not_valid_before_utc, certificate.not_valid_after_utc, certificate.serial_number)
+    except Exception as exc:  # ValueError, UnsupportedAlgorithm, DuplicateExtension ...: all mean "corrupt"
+        raise ChannelConfigError(f"{where} has a corrupt certificate: {type(exc).__name__}: {exc}") from None
+
+
+def _check_crl(pem: bytes, where: str) -> None:
+    """ChannelConfigError unless ``pem`` is a CRL whose every field reads (see ``_check_certificate``)."""
+    try:
+        crl = x509.load_pem_x509_crl(pem)
+        _ = (crl.issuer, crl.extensions, crl.last_update_utc, crl.next_update_utc)
+        for revoked in crl:
+            _ = (revoked.serial_number, revoked.revocation_date_utc, revoked.extensions)
+    except Exception as exc:  # as above
+        raise ChannelConfigError(f"{where} has a CRL that does not read: {type(exc).__name__}: {exc}") from None
 
 
 def _capabilities(group: configtx_pb2.ConfigGroup | None, where: str) -> frozenset[str]:

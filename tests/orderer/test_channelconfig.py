@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from orderer_helpers import CHANNEL, user
 
@@ -131,6 +132,19 @@ def _set(group: configtx_pb2.ConfigGroup, key: str, message) -> None:  # type: i
     group.values[key].value = message.SerializeToString()
 
 
+def _corrupt_root_subject(group: configtx_pb2.ConfigGroup) -> None:
+    """Org1's CA certificate with invalid UTF-8 in its subject's common name: it loads, its subject does not read."""
+    msp = msp_config_pb2.MSPConfig.FromString(group.values["MSP"].value)
+    fabric = msp_config_pb2.FabricMSPConfig.FromString(msp.config)
+    der = x509.load_pem_x509_certificate(fabric.root_certs[0]).public_bytes(serialization.Encoding.DER)
+    name = b"ca.org1.example.com"
+    at = der.find(name, der.find(name) + 1)  # the issuer comes first, the subject second
+    corrupt = x509.load_der_x509_certificate(der[:at] + b"\xff\xfe" + der[at + 2 :])
+    fabric.root_certs[0] = corrupt.public_bytes(serialization.Encoding.PEM)
+    msp.config = fabric.SerializeToString()
+    _set(group, "MSP", msp)
+
+
 def _add_admin_cert(group: configtx_pb2.ConfigGroup, pem: bytes) -> None:
     msp = msp_config_pb2.MSPConfig.FromString(group.values["MSP"].value)
     fabric = msp_config_pb2.FabricMSPConfig.FromString(msp.config)
@@ -182,6 +196,10 @@ def _add_admin_cert(group: configtx_pb2.ConfigGroup, pem: bytes) -> None:
         # evaluation involving the org (block validation, config updates) raised ValueError.
         (lambda c: _add_admin_cert(_app_org(c), b"not a certificate"), "Org1MSP has a certificate that is not PEM"),
         (lambda c: _add_admin_cert(_orderer_group(c).groups["OrdererMSP"], b""), "certificate that is not PEM"),
+        # Found while fuzzing (by reading what a fuzzed config reaches): cryptography reads a certificate's subject
+        # only when asked, so this loaded, and matching the org's CRLs to its CAs (org_registry) later raised
+        # ValueError.
+        (lambda c: _corrupt_root_subject(_app_org(c)), r"Org1MSP has a corrupt certificate: .*subject"),
         (
             # Found by fuzzing: a timeout beyond any float became an infinite one, and the orderer's cutter raised
             # OverflowError on it.
