@@ -70,7 +70,7 @@ bench: $(STAMP)
 	$(PY) bench/report.py
 
 # The long fuzz run: 1,000,000 mutated inputs over every target of tests/fuzz (the wire decoder, each message
-# handler of the core, blocks, config blocks and updates, policies, identities) on 2 processes, about 6 minutes on
+# handler of the core, blocks, config blocks and updates, policies, identities) on 2 processes, about 8 minutes on
 # 2 cores; prints inputs/s, crashes and hangs per target and exits 1 on any. Figures in docs/fuzzing.md.
 # FUZZ_ARGS="--inputs 20000" for a short run, "--targets wire,block" for some targets, "--seed 7" for other inputs.
 FUZZ_ARGS ?=
