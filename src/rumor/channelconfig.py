@@ -121,7 +121,8 @@ _MAX_CHANNEL_NAME = 249
 _MSPID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _NONCE_SIZE = 24
 LAST_CONFIG_INDEX = common_pb2.BlockMetadataIndex.Value("LAST_CONFIG")
-_GO_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)$")
+_DURATION_TERM = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_MAX_GO_DURATION = (2**63 - 1) / 1e9  # seconds
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 CHANNEL = "Channel"
@@ -439,16 +440,47 @@ def _org_of_group(mspid_key: str, group: configtx_pb2.ConfigGroup, where: str, *
         anchor_peers=tuple(anchors),
         endpoints=tuple(endpoints),
     )
-    for pem in (*org.root_certs, *org.intermediate_certs, *org.tls_root_certs, *org.tls_intermediate_certs):
-        try:
-            x509.load_pem_x509_certificate(pem)
-        except ValueError:
-            raise ChannelConfigError(f"{where}: org {org.mspid} has a certificate that is not PEM") from None
+    # Admin certificates too: they are read whenever a policy is evaluated, so one that does not load would make
+    # every evaluation fail with ValueError instead of this config being refused now (as Fabric's MSP setup does).
+    certificates = (*org.root_certs, *org.intermediate_certs, *org.tls_root_certs, *org.tls_intermediate_certs)
+    for pem in (*certificates, *org.admins):
+        _check_certificate(pem, f"{where}: org {org.mspid}")
+    for pem in org.crls:
+        _check_crl(pem, f"{where}: org {org.mspid}")
     for endpoint in (*org.anchor_peers, *org.endpoints):
         if _check_endpoint(endpoint) is not None:
             raise ChannelConfigError(f"{where}: endpoint {endpoint!r} of {org.mspid} is not host:port")
     del orderer
     return org
+
+
+def _check_certificate(pem: bytes, where: str) -> None:
+    """ChannelConfigError unless ``pem`` is a certificate whose every field reads.
+
+    cryptography parses a certificate's names, key and extensions only when they are first read, so a certificate
+    with a corrupt subject loads, and raises ValueError later, wherever it is used (matching a CRL to its CA, say).
+    Go's parser, which Fabric's MSP uses, reads everything at once and refuses it: so does this.
+    """
+    try:
+        certificate = x509.load_pem_x509_certificate(pem)
+    except ValueError:
+        raise ChannelConfigError(f"{where} has a certificate that is not PEM") from None
+    try:
+        _ = (certificate.subject, certificate.issuer, certificate.extensions, certificate.public_key())
+        _ = (certificate.not_valid_before_utc, certificate.not_valid_after_utc, certificate.serial_number)
+    except Exception as exc:  # ValueError, UnsupportedAlgorithm, DuplicateExtension ...: all mean "corrupt"
+        raise ChannelConfigError(f"{where} has a corrupt certificate: {type(exc).__name__}: {exc}") from None
+
+
+def _check_crl(pem: bytes, where: str) -> None:
+    """ChannelConfigError unless ``pem`` is a CRL whose every field reads (see ``_check_certificate``)."""
+    try:
+        crl = x509.load_pem_x509_crl(pem)
+        _ = (crl.issuer, crl.extensions, crl.last_update_utc, crl.next_update_utc)
+        for revoked in crl:
+            _ = (revoked.serial_number, revoked.revocation_date_utc, revoked.extensions)
+    except Exception as exc:  # as above
+        raise ChannelConfigError(f"{where} has a CRL that does not read: {type(exc).__name__}: {exc}") from None
 
 
 def _capabilities(group: configtx_pb2.ConfigGroup | None, where: str) -> frozenset[str]:
@@ -463,15 +495,26 @@ def _capabilities(group: configtx_pb2.ConfigGroup | None, where: str) -> frozens
 
 
 def parse_duration(text: str) -> float:
-    """A Go duration as configtx writes BatchTimeout (``2s``, ``500ms``, ``1m30s``) in seconds."""
+    """A Go duration as configtx writes BatchTimeout (``2s``, ``500ms``, ``1m30s``) in seconds.
+
+    Read term by term from the start, so the time is linear in the length of the text: searching for terms
+    anywhere, as this once did, backtracks over every run of digits from each of its positions, and a config
+    block's BatchTimeout of 20,000 digits took 17 s to refuse. A total beyond Go's time.Duration (2^63 - 1 ns)
+    is refused as Go's time.ParseDuration refuses it; it would otherwise become an infinite timeout.
+    """
     remaining = text.strip()
     if not remaining:
         raise ChannelConfigError("empty duration")
     total = 0.0
-    for match in re.finditer(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", remaining):
+    position = 0
+    while position < len(remaining):
+        match = _DURATION_TERM.match(remaining, position)
+        if match is None:
+            raise ChannelConfigError(f"{text[:40]!r} is not a duration such as 2s or 500ms")
         total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-    if re.sub(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", "", remaining):
-        raise ChannelConfigError(f"{text!r} is not a duration such as 2s or 500ms")
+        position = match.end()
+    if not total <= _MAX_GO_DURATION:
+        raise ChannelConfigError(f"{text[:40]!r} is longer than a Go duration can be (about 292 years)")
     return total
 
 

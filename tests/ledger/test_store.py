@@ -45,6 +45,18 @@ def test_commit_in_order_and_read_back(ledger: Ledger | MemoryLedger) -> None:
     assert ledger.channels() == ["ch"]
 
 
+def test_block_numbers_beyond_sqlite_integers_hold_nothing(ledger: Ledger | MemoryLedger) -> None:
+    # Found by fuzzing (tests/fuzz): a RemoteStateRequest carries uint64 numbers, and SQLite binds only signed
+    # 64-bit ones, so a request for blocks from 2^63 on raised OverflowError out of the peer's message handler.
+    blocks = chain(3)
+    ledger.commit_many("ch", blocks)
+    assert ledger.get_blocks("ch", 2**63, 2**63 + 9) == []
+    assert ledger.get_blocks("ch", 2**64 - 1, 2**64 - 1) == []
+    assert ledger.get_blocks("ch", 1, 2**64 - 1) == blocks[1:]
+    assert ledger.get_block("ch", 2**64 - 1) is None
+    assert ledger.get_block("ch", -1) is None
+
+
 def test_gap_fork_and_garbage_are_refused_and_leave_nothing(ledger: Ledger | MemoryLedger) -> None:
     blocks = chain(3)
     ledger.commit("ch", blocks[0])

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from orderer_helpers import CHANNEL, user
 
 from rumor import channelconfig as cc
 from rumor.crypto import CertificateAuthority, InvalidIdentity, X509CryptoService, new_block, sign_block
 from rumor.wire.pb.common import common_pb2, configtx_pb2
+from rumor.wire.pb.msp import msp_config_pb2
 from rumor.wire.pb.orderer import configuration_pb2 as orderer_config_pb2
 from rumor.wire.pb.peer import configuration_pb2 as peer_config_pb2
 
@@ -129,6 +132,27 @@ def _set(group: configtx_pb2.ConfigGroup, key: str, message) -> None:  # type: i
     group.values[key].value = message.SerializeToString()
 
 
+def _corrupt_root_subject(group: configtx_pb2.ConfigGroup) -> None:
+    """Org1's CA certificate with invalid UTF-8 in its subject's common name: it loads, its subject does not read."""
+    msp = msp_config_pb2.MSPConfig.FromString(group.values["MSP"].value)
+    fabric = msp_config_pb2.FabricMSPConfig.FromString(msp.config)
+    der = x509.load_pem_x509_certificate(fabric.root_certs[0]).public_bytes(serialization.Encoding.DER)
+    name = b"ca.org1.example.com"
+    at = der.find(name, der.find(name) + 1)  # the issuer comes first, the subject second
+    corrupt = x509.load_der_x509_certificate(der[:at] + b"\xff\xfe" + der[at + 2 :])
+    fabric.root_certs[0] = corrupt.public_bytes(serialization.Encoding.PEM)
+    msp.config = fabric.SerializeToString()
+    _set(group, "MSP", msp)
+
+
+def _add_admin_cert(group: configtx_pb2.ConfigGroup, pem: bytes) -> None:
+    msp = msp_config_pb2.MSPConfig.FromString(group.values["MSP"].value)
+    fabric = msp_config_pb2.FabricMSPConfig.FromString(msp.config)
+    fabric.admins.append(pem)
+    msp.config = fabric.SerializeToString()
+    _set(group, "MSP", msp)
+
+
 @pytest.mark.parametrize(
     ("change", "fragment"),
     [
@@ -168,6 +192,22 @@ def _set(group: configtx_pb2.ConfigGroup, key: str, message) -> None:  # type: i
             ),
             r"capabilities rumor does not know: \['V9_9'\]",
         ),
+        # Found by fuzzing (tests/fuzz): an admin certificate that is not PEM was accepted here, and then every policy
+        # evaluation involving the org (block validation, config updates) raised ValueError.
+        (lambda c: _add_admin_cert(_app_org(c), b"not a certificate"), "Org1MSP has a certificate that is not PEM"),
+        (lambda c: _add_admin_cert(_orderer_group(c).groups["OrdererMSP"], b""), "certificate that is not PEM"),
+        # Found while fuzzing (by reading what a fuzzed config reaches): cryptography reads a certificate's subject
+        # only when asked, so this loaded, and matching the org's CRLs to its CAs (org_registry) later raised
+        # ValueError.
+        (lambda c: _corrupt_root_subject(_app_org(c)), r"Org1MSP has a corrupt certificate: .*subject"),
+        (
+            # Found by fuzzing: a timeout beyond any float became an infinite one, and the orderer's cutter raised
+            # OverflowError on it.
+            lambda c: _set(
+                _orderer_group(c), "BatchTimeout", orderer_config_pb2.BatchTimeout(timeout="1" + "0" * 400 + "s")
+            ),
+            "longer than a Go duration",
+        ),
         (lambda c: setattr(_app_org(c).policies["Readers"].policy, "value", b"\xff"), "does not decode"),
         (lambda c: setattr(_app_org(c).policies["Readers"].policy, "type", 2), "policy type 2 is not supported"),
     ],
@@ -178,6 +218,19 @@ def test_parse_config_refusals(channel_config, change, fragment: str) -> None:
     change(config)
     with pytest.raises(cc.ChannelConfigError, match=fragment):
         cc.parse_config(config, CHANNEL)
+
+
+def test_batch_timeout_is_read_in_time_linear_in_its_length() -> None:
+    # Found by fuzzing: the reader searched for duration terms anywhere in the text, backtracking over a run of
+    # digits from each of its positions; 20,000 digits took 17 s, 100,000 would take minutes. The bound here is
+    # hundreds of times what reading them takes now.
+    for text in ("9" * 100_000, "9" * 100_000 + "s", "1s" * 50_000 + "x"):
+        started = time.perf_counter()
+        with pytest.raises(cc.ChannelConfigError):
+            cc.parse_duration(text)
+        assert time.perf_counter() - started < 1.0
+    assert cc.parse_duration("1m30s") == 90.0
+    assert cc.parse_duration("2000000h") == 7.2e9  # within Go's time.Duration
 
 
 def test_channel_names_follow_fabric(channel_config) -> None:

@@ -65,6 +65,10 @@ CREATE TABLE IF NOT EXISTS pending (
 """
 
 
+MAX_NUMBER = 2**63 - 1
+"""The largest block number SQLite can store (its INTEGER is signed 64-bit); a chain never gets near it."""
+
+
 class LedgerError(Exception):
     """A block that does not extend its chain, or a ledger that cannot be opened."""
 
@@ -346,6 +350,8 @@ class Ledger:
 
     def get_block(self, channel: str, number: int) -> bytes | None:
         """The serialized block ``number`` of ``channel``, or None when the ledger has none."""
+        if not 0 <= number <= MAX_NUMBER:
+            return None  # SQLite would refuse to bind it (OverflowError); no block can have that number anyway
         with self._lock:
             row = self._db.execute(
                 "SELECT block FROM blocks WHERE channel = ? AND number = ?", (channel, number)
@@ -354,6 +360,10 @@ class Ledger:
 
     def get_blocks(self, channel: str, start: int, end: int) -> list[bytes]:
         """Blocks ``start`` through ``end`` inclusive (as RemoteStateRequest counts), those the ledger has."""
+        # A request names uint64 block numbers; SQLite binds only signed 64-bit ones (OverflowError beyond them).
+        start, end = max(start, 0), min(end, MAX_NUMBER)
+        if start > end:
+            return []
         with self._lock:
             rows = self._db.execute(
                 "SELECT block FROM blocks WHERE channel = ? AND number BETWEEN ? AND ? ORDER BY number",
