@@ -147,6 +147,11 @@ class BlockSignature:
     signature: bytes
 
 
+MAX_BLOCK_SIGNATURES = 128
+"""Signature entries a block may carry: a Raft or etcd ordering service signs once; a BFT one of n nodes about
+2n/3 times. More is only work for the verifier (docs/security.md)."""
+
+
 def block_signatures(block: common_pb2.Block) -> Iterator[BlockSignature]:
     """The signatures in ``metadata[SIGNATURES]``; InvalidBlock when that entry is missing or undecodable."""
     if len(block.metadata.metadata) <= SIGNATURES_INDEX or not block.metadata.metadata[SIGNATURES_INDEX]:
@@ -156,6 +161,12 @@ def block_signatures(block: common_pb2.Block) -> Iterator[BlockSignature]:
         metadata.ParseFromString(block.metadata.metadata[SIGNATURES_INDEX])
     except (DecodeError, ValueError, TypeError) as exc:
         raise InvalidBlock(f"block {block.header.number}: undecodable signature metadata: {exc}") from None
+    if len(metadata.signatures) > MAX_BLOCK_SIGNATURES:
+        # Anyone who relays a block can append entries; each costs a signature check, so a block with more than
+        # any ordering service signs with is refused before one is checked.
+        raise InvalidBlock(
+            f"block {block.header.number}: {len(metadata.signatures)} signatures (at most {MAX_BLOCK_SIGNATURES})"
+        )
     hdr = header_bytes(block.header)
     for entry in metadata.signatures:
         if not entry.signature_header:
