@@ -537,17 +537,35 @@ def network_init(
         int, typer.Option(help="Orderer port; peer k gossips on base+1+k and serves operations on base+101+k.")
     ] = 7050,
     tls: Annotated[bool, typer.Option(help="Mutual TLS between peers and to the orderer.")] = True,
+    host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--host",
+            metavar="NODE=IP",
+            help="Put a node on another host (repeatable): it listens on and announces IP, and its TLS "
+            "certificate names IP. NODE is a peer ID (peer0.org1.example.com) or orderer.example.com.",
+        ),
+    ] = None,
 ) -> None:
     """Write crypto material, orderer.yaml, one core.yaml per peer and the channel's genesis block.
 
     Example: rumor network init --orgs 2 --peers-per-org 3 --channel mychannel --out ./net --base-port 7050
+
+    Across hosts: rumor network init --orgs 1 --peers-per-org 2 --out ./net
+    --host orderer.example.com=10.0.0.5 --host peer0.org1.example.com=10.0.1.11 --host peer1.org1.example.com=10.0.1.12
     """
     from rumor.crypto.api import CryptoError
     from rumor.network import NetworkInitError, init_network
 
+    hosts: dict[str, str] = {}
+    for item in host or []:
+        node, sep, address = item.partition("=")
+        if not sep or not node or not address:
+            fail(f"--host {item}: expected NODE=IP, e.g. peer0.org1.example.com=10.0.1.11")
+        hosts[node] = address
     try:
         layout = init_network(
-            out, orgs=orgs, peers_per_org=peers_per_org, channel=channel, base_port=base_port, tls=tls
+            out, orgs=orgs, peers_per_org=peers_per_org, channel=channel, base_port=base_port, tls=tls, hosts=hosts
         )
     except (NetworkInitError, CryptoError, ValueError) as exc:
         fail(str(exc))

@@ -11,6 +11,13 @@ bootstraps from the first peer of its org, and advertises an external endpoint;
 the first peer of each org is its org's anchor peer. Paths inside the YAML files
 are relative to the file, so the directory can be moved as a whole.
 
+``hosts`` places nodes on other hosts, by node host name and IP address
+(``{"peer0.org1.example.com": "10.0.1.11", "orderer.example.com": "10.0.0.5"}``): such a
+node listens on that address (its gossip or service port and its operations port), announces
+it (gossip endpoint, external endpoint, anchor peer, the orderer endpoint of the genesis
+block), and its TLS certificate names it, so that the others can dial it by that address.
+Ports stay those of the layout; the other nodes stay on 127.0.0.1.
+
 ``gossip_overrides`` replaces keys of every peer's ``peer.gossip`` section, by their
 core.yaml names (``{"election.startupGracePeriod": "2s", "pullInterval": "1s"}``): the
 tests use it to shorten Fabric's timings, which are made for networks that live for months.
@@ -19,6 +26,7 @@ tests use it to shorten Fabric's timings, which are made for networks that live 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import random
 import secrets
@@ -139,12 +147,14 @@ def init_network(
     spec: NetworkSpec | None = None,
     channel_orgs: Sequence[str] | None = None,
     gossip_overrides: Mapping[str, object] | None = None,
+    hosts: Mapping[str, str] | None = None,
 ) -> NetworkLayout:
     """Write a complete network under ``out`` (which must be empty or absent).
 
     ``max_message_count`` caps the envelopes per block (the orderer's default otherwise);
     ``channel_orgs`` names the MSP IDs of the channel's member orgs (default: all; the
-    peers of the others get a core.yaml but may not join); ``gossip_overrides`` see above.
+    peers of the others get a core.yaml but may not join); ``hosts`` and ``gossip_overrides``
+    see above.
     """
     out = Path(out).resolve()
     if out.exists() and any(out.iterdir()):
@@ -159,13 +169,20 @@ def init_network(
         raise NetworkInitError(f"channel_orgs: no org {', '.join(unknown)} (orgs: {', '.join(all_mspids)})")
     if channel_orgs is not None and not members:
         raise NetworkInitError("channel_orgs: a channel needs at least one member org")
-    crypto = out / "crypto"
-    material = generate(spec, crypto)
-    del material
     orderer_org = spec.orderer_orgs[0]
     orderer_host = f"{orderer_org.orderers[0]}.{orderer_org.domain}"
+    nodes = [*(f"{n}.{o.domain}" for o in spec.peer_orgs for n in o.peers), orderer_host]
+    addresses = _host_addresses(hosts or {}, nodes)
+    crypto = out / "crypto"
+    material = generate(spec, crypto, extra_sans={host: [address] for host, address in addresses.items()})
+    del material
     orderer_dir = crypto / "ordererOrganizations" / orderer_org.domain / "orderers" / orderer_host
-    orderer_endpoint = f"127.0.0.1:{base_port}"
+
+    def at(host: str, port: int) -> str:
+        address = ipaddress.ip_address(addresses.get(host, "127.0.0.1"))
+        return f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
+
+    orderer_endpoint = at(orderer_host, base_port)
 
     all_tls_cas = [
         crypto / "peerOrganizations" / o.domain / "tlsca" / f"tlsca.{o.domain}-cert.pem" for o in spec.peer_orgs
@@ -179,15 +196,15 @@ def init_network(
     k = 0
     for org in spec.peer_orgs:
         org_msp = crypto / "peerOrganizations" / org.domain / "msp"
-        first = f"127.0.0.1:{base_port + 1 + k}"
+        first = at(f"{org.peers[0]}.{org.domain}", base_port + 1 + k)
         if not members or org.mspid in members:
             org_configs.append(channelconfig.org_config(org.mspid, org_msp, anchor_peers=[first]))
         for name in org.peers:
             host = f"{name}.{org.domain}"
             peer_dir = out / "peers" / host
             peer_dir.mkdir(parents=True)
-            endpoint = f"127.0.0.1:{base_port + 1 + k}"
-            operations = f"127.0.0.1:{base_port + 101 + k}"
+            endpoint = at(host, base_port + 1 + k)
+            operations = at(host, base_port + 101 + k)
             node_dir = crypto / "peerOrganizations" / org.domain / "peers" / host
             config = Config(
                 peer=PeerConfig(
@@ -279,6 +296,20 @@ def init_network(
         manifest["channel_orgs"] = list(members)
     (out / MANIFEST).write_text(yaml.safe_dump(manifest, sort_keys=False))
     return layout
+
+
+def _host_addresses(hosts: Mapping[str, str], nodes: Sequence[str]) -> dict[str, str]:
+    """``hosts`` checked: every key a node of the network, every value an IP address (normalized)."""
+    unknown = sorted(set(hosts) - set(nodes))
+    if unknown:
+        raise NetworkInitError(f"host {', '.join(unknown)}: no such node (nodes: {', '.join(nodes)})")
+    out: dict[str, str] = {}
+    for host, address in hosts.items():
+        try:
+            out[host] = str(ipaddress.ip_address(address))
+        except ValueError:
+            raise NetworkInitError(f"host {host}={address}: expected an IP address, e.g. 10.0.1.11") from None
+    return out
 
 
 def apply_gossip_overrides(core_yaml: Path, overrides: Mapping[str, object]) -> None:
