@@ -16,6 +16,8 @@ are relative to the file, so the directory can be moved as a whole.
 node listens on that address (its gossip or service port and its operations port), announces
 it (gossip endpoint, external endpoint, anchor peer, the orderer endpoint of the genesis
 block), and its TLS certificate names it, so that the others can dial it by that address.
+Its operations endpoint listens there too (so that ``rumor peers --network`` reaches it), with
+no admin token (one would travel in clear: admin calls there need ``operations.tls``).
 Ports stay those of the layout; the other nodes stay on 127.0.0.1.
 
 ``gossip_overrides`` replaces keys of every peer's ``peer.gossip`` section, by their
@@ -231,8 +233,12 @@ def init_network(
                         org_leader=False,
                     ),
                 ),
-                # a fresh secret per peer for its admin calls (operations.adminToken), readable only by its owner
-                operations=OperationsConfig(listen_address=operations, admin_token=secrets.token_hex(16)),
+                # A fresh secret per peer for its admin calls (operations.adminToken), readable only by its owner.
+                # Not for a peer on another host: its operations endpoint listens on its address, where a token
+                # would cross the network in clear (the peer refuses that); admin calls there need operations.tls.
+                operations=OperationsConfig(
+                    listen_address=operations, admin_token="" if host in addresses else secrets.token_hex(16)
+                ),
             )
             config_path = peer_dir / "core.yaml"
             config_path.write_text(config_to_yaml(config, header=f"rumor peer {host} of {org.mspid}"))

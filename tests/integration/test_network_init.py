@@ -93,6 +93,9 @@ def test_hosts_place_nodes_on_their_addresses_and_name_them_in_tls(tmp_path: Pat
     peer0 = load_config(layout.peers[0].config, env={}).peer
     assert peer0.listen_address == peer0.gossip.endpoint == peer0.gossip.external_endpoint == "10.0.1.11:17051"
     assert load_config(layout.peers[1].config, env={}).peer.gossip.bootstrap == ("10.0.1.11:17051",)
+    # An admin token over plain HTTP is for loopback only (a peer refuses it elsewhere): only the local peers get one.
+    tokens = [bool(load_config(p.config, env={}).operations.admin_token) for p in layout.peers]
+    assert tokens == [False, True, False, True]
     genesis = channelconfig.read_genesis(layout.genesis.read_bytes())
     assert genesis.anchor_peers == {"Org1MSP": ["10.0.1.11:17051"], "Org2MSP": ["[fd00::7]:17053"]}
     assert genesis.orderer_endpoints == ["10.0.0.5:17050"]
