@@ -110,6 +110,8 @@ class Cluster:
     http: aiohttp.ClientSession
     procs: list[Proc] = field(default_factory=list)
     running: dict[str, Proc] = field(default_factory=dict)
+    wrappers: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """An argv prefix per process name (a peer ID, "orderer"): ``ip netns exec NAME`` puts that node on its host."""
     _count: Iterable[int] = field(default_factory=itertools.count)
 
     @property
@@ -135,7 +137,7 @@ class Cluster:
         out, err = logs / f"{n:02d}-{name}.out", logs / f"{n:02d}-{name}.err"
         with out.open("wb") as stdout, err.open("wb") as stderr:
             popen = subprocess.Popen(
-                [RUMOR, *args], stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL,
+                [*self.wrappers.get(name, ()), RUMOR, *args], stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL,
                 env=clean_env(), cwd=self.root, start_new_session=True,
             )  # fmt: skip
         proc = Proc(name, tuple(args), popen, out, err)
@@ -330,6 +332,24 @@ def make_network(out: Path, *, orgs: int, peers_per_org: int, fast: bool = True,
     )
 
 
+async def rumor_network_init(out: Path, *args: str) -> NetworkLayout:
+    """``rumor network init --out OUT ARGS`` as a user types it; the layout it wrote."""
+    proc = await asyncio.create_subprocess_exec(
+        RUMOR, "network", "init", "--out", str(out), *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("RUMOR_")},
+    )  # fmt: skip
+    try:
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+    assert proc.returncode == 0, err.decode()
+    return load_layout(out)
+
+
 def speed_up(layout: NetworkLayout, overrides: Mapping[str, object] = FAST_GOSSIP) -> NetworkLayout:
     """Shorten the gossip timings of a network made by the ``rumor network init`` command."""
     for peer in layout.peers:
@@ -346,12 +366,18 @@ def ledger_path(peer: PeerEntry) -> Path:
 
 def read_chain(peer: PeerEntry, channel: str) -> list[bytes]:
     """The peer's blocks of ``channel`` from its SQLite ledger (the peer must be stopped); the chain is checked."""
-    ledger = Ledger(ledger_path(peer))
+    return read_chain_at(ledger_path(peer), channel)
+
+
+def read_chain_at(path: Path, channel: str) -> list[bytes]:
+    """The blocks of ``channel`` in the SQLite ledger at ``path`` (a peer's or the orderer's, its process stopped);
+    the chain is checked."""
+    ledger = Ledger(path)
     try:
         if channel not in ledger.channels():
             return []
         blocks = list(ledger.iter_blocks(channel))
-        assert len(blocks) == ledger.height(channel), f"{peer.id}: ledger height and stored blocks differ"
+        assert len(blocks) == ledger.height(channel), f"{path}: ledger height and stored blocks differ"
     finally:
         ledger.close()
     check_chain(channel, 0, b"", blocks)  # raises if a block is missing, out of order or not chained
