@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import yaml
 from polling import wait_for
 from rumor_processes import RUMOR, clean_env
 
@@ -34,7 +35,7 @@ from rumor.crypto.mcs import X509CryptoService
 from rumor.ledger import Ledger
 from rumor.ledger.store import check_chain
 from rumor.network import NetworkLayout, PeerEntry, apply_gossip_overrides, free_base_port, init_network, load_layout
-from rumor.orderer.client import BroadcastClient, DeliverClient
+from rumor.orderer.client import BroadcastClient, DeliverClient, newest_block
 from rumor.orderer.netdir import network_target
 from rumor.wire.pb.common import common_pb2
 
@@ -350,6 +351,38 @@ async def rumor_network_init(out: Path, *args: str) -> NetworkLayout:
     return load_layout(out)
 
 
+FAST_KEEPALIVE = {
+    # Fabric's 60 s + 20 s before a leader finds its connection to the orderer dead would dominate a fault test;
+    # the orderer must then accept pings that often (below the peers' interval, so that no ping is a strike).
+    "peer.keepalive.deliveryClient.interval": "5s",
+    "peer.keepalive.deliveryClient.timeout": "5s",
+    "General.Keepalive.ServerMinInterval": "2s",
+}
+
+
+def set_keys(config: Path, keys: Mapping[str, object]) -> None:
+    """Set dotted keys (``peer.keepalive.deliveryClient.interval``) in a core.yaml or orderer.yaml in place; keys
+    of the other file's sections are skipped, so one mapping serves both. Comment lines at the top are kept."""
+    text = config.read_text()
+    header = "".join(line + "\n" for line in text.splitlines() if line.startswith("#"))
+    tree = yaml.safe_load(text)
+    for key, value in keys.items():
+        *parents, leaf = key.split(".")
+        if parents[0] not in tree:
+            continue
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    config.write_text(header + yaml.safe_dump(tree, sort_keys=False, default_flow_style=False, width=1000))
+
+
+def fast_keepalive(layout: NetworkLayout) -> None:
+    """FAST_KEEPALIVE in every core.yaml and in the orderer.yaml of ``layout``."""
+    for path in [layout.orderer_config, *(p.config for p in layout.peers)]:
+        set_keys(path, FAST_KEEPALIVE)
+
+
 def speed_up(layout: NetworkLayout, overrides: Mapping[str, object] = FAST_GOSSIP) -> NetworkLayout:
     """Shorten the gossip timings of a network made by the ``rumor network init`` command."""
     for peer in layout.peers:
@@ -454,6 +487,14 @@ async def orderer_height(layout: NetworkLayout, payloads: int, channel: str | No
     blocks = await orderer_blocks(layout, enough, channel)
     assert sum(len(b.data.data) for b in blocks[1:]) == payloads
     return len(blocks)
+
+
+async def orderer_tip(layout: NetworkLayout, channel: str | None = None) -> int:
+    """The orderer's height of the channel now (one seek for its newest block)."""
+    channel = channel or layout.channel
+    target = network_target(layout.root, channel)
+    signer = load_signing_identity(target.msp_dir, target.mspid)
+    return await newest_block(target.endpoint, signer, channel, tls=target.tls) + 1
 
 
 async def submit_direct(layout: NetworkLayout, payloads: Sequence[bytes], channel: str | None = None) -> None:
