@@ -5,9 +5,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 ETCD := /usr/bin/etcd
+NFT := /usr/sbin/nft
 DEMO_ARGS ?=
 
-.PHONY: all install test lint proto demo docs chromium etcd bench fuzz clean
+.PHONY: all install test lint proto demo docs chromium etcd netns-tools bench fuzz clean
 
 all: test
 
@@ -25,7 +26,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests tools examples
 	$(VENV)/bin/ruff format --check src tests tools examples
 
-test: $(STAMP) chromium etcd
+test: $(STAMP) chromium etcd netns-tools
 	$(VENV)/bin/ruff check src tests tools examples
 	$(PY) -m pytest
 
@@ -52,6 +53,20 @@ etcd:
 	  else \
 	    echo "note: $(ETCD) is missing and this is not root: the etcd ordering tests will be skipped" \
 	      "(install it with: sudo apt-get install etcd-server)"; \
+	  fi; \
+	fi
+
+# The fault tests on several hosts (tests/faults) give each node a network namespace on a bridge (iproute2's ip)
+# and cut partitions with nftables rules inside the namespaces (nft): installed here when missing, which needs
+# root; the tests need root anyway, and are skipped without it (a failure under CI=true).
+netns-tools:
+	@if [ ! -x $(NFT) ] || ! command -v ip >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian's nftables and iproute2 for the fault tests on several hosts"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables iproute2 >/dev/null; \
+	  else \
+	    echo "note: nft or ip is missing and this is not root: the fault tests on several hosts will be skipped" \
+	      "(install them with: sudo apt-get install nftables iproute2)"; \
 	  fi; \
 	fi
 

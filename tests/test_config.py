@@ -264,6 +264,31 @@ def test_empty_file_and_empty_sections_give_defaults(tmp_path: Path) -> None:
     assert load(tmp_path, "peer:\n  gossip:\n  tls:\noperations:\n") == expected
 
 
+def test_keepalive_of_the_deliver_client_beside_fabrics_ignored_keepalive_keys(tmp_path: Path) -> None:
+    # Fabric's whole peer.keepalive section: rumor reads deliveryClient, accepts the rest.
+    c = load(
+        tmp_path,
+        """
+        peer:
+          keepalive:
+            interval: 7200s
+            timeout: 20s
+            minInterval: 60s
+            client: {interval: 60s, timeout: 20s}
+            deliveryClient: {interval: 30s, timeout: 10s}
+        """,
+    )
+    assert (c.peer.keepalive.delivery_client_interval, c.peer.keepalive.delivery_client_timeout) == (30.0, 10.0)
+    assert (Config().peer.keepalive.delivery_client_interval, Config().peer.keepalive.delivery_client_timeout) == (
+        60.0,
+        20.0,
+    )
+    env = {"RUMOR_PEER_KEEPALIVE_DELIVERYCLIENT_INTERVAL": "5s"}
+    assert load(tmp_path, "", env=env).peer.keepalive.delivery_client_interval == 5.0
+    with pytest.raises(ConfigError, match=r"deliveryClient\.timeout"):
+        load(tmp_path, "peer: {keepalive: {deliveryClient: {timeout: 0}}}")
+
+
 def test_a_directory_stands_for_its_core_yaml(tmp_path: Path) -> None:
     (tmp_path / "core.yaml").write_text("peer: {id: from-dir}\n")
     assert load_config(tmp_path, env={}).peer.id == "from-dir"

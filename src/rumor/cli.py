@@ -592,6 +592,15 @@ def network_init(
     consensus: Annotated[
         str, typer.Option(help="solo (one orderer) or etcd (orderers on an etcd cluster, one member each).")
     ] = "solo",
+    host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--host",
+            metavar="NODE=IP",
+            help="Put a node on another host (repeatable): it listens on and announces IP, and its TLS "
+            "certificate names IP. NODE is a peer ID (peer0.org1.example.com) or orderer.example.com.",
+        ),
+    ] = None,
 ) -> None:
     """Write crypto material, orderer.yaml, one core.yaml per peer and the channel's genesis block.
 
@@ -600,10 +609,19 @@ def network_init(
 
     Example: rumor network init --orgs 2 --peers-per-org 4 --channel mychannel --dir ./net --base-port 7050
     Example: rumor network init --orderers 3 --consensus etcd --dir ./net
+
+    Across hosts: rumor network init --orgs 1 --peers-per-org 2 --dir ./net
+    --host orderer.example.com=10.0.0.5 --host peer0.org1.example.com=10.0.1.11 --host peer1.org1.example.com=10.0.1.12
     """
     from rumor.crypto.api import CryptoError
     from rumor.network import NetworkInitError, init_network
 
+    hosts: dict[str, str] = {}
+    for item in host or []:
+        node, sep, address = item.partition("=")
+        if not sep or not node or not address:
+            fail(f"--host {item}: expected NODE=IP, e.g. peer0.org1.example.com=10.0.1.11")
+        hosts[node] = address
     try:
         layout = init_network(
             out,
@@ -614,6 +632,7 @@ def network_init(
             tls=tls,
             orderers=orderers,
             consensus=consensus,
+            hosts=hosts,
         )
     except (NetworkInitError, CryptoError, ValueError) as exc:
         fail(str(exc))

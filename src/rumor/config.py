@@ -16,7 +16,7 @@ Loading rules, each chosen so a mistake is reported rather than silently ignored
 
 - Keys match case-insensitively, as in Fabric (viper lower-cases every key).
 - An unknown key inside a section rumor models is an error, with the nearest known key suggested.
-- A key that Fabric's core.yaml has but rumor does not use (``peer.BCCSP``, ``peer.keepalive``,
+- A key that Fabric's core.yaml has but rumor does not use (``peer.BCCSP``, ``peer.keepalive.client``,
   ``peer.gossip.pvtData.btlPullMargin``, the top-level ``vm``/``chaincode``/``ledger``/``metrics`` sections,
   ...) is accepted and ignored, so that a peer's existing core.yaml loads as it is. Only those exact names are
   ignored (see ``FABRIC_KEYS_IGNORED``); a misspelt one is still an unknown key.
@@ -59,6 +59,7 @@ __all__ = [
     "ConfigError",
     "ElectionConfig",
     "GossipConfig",
+    "KeepaliveConfig",
     "KeyInfo",
     "LoggingConfig",
     "OperationsConfig",
@@ -436,6 +437,26 @@ class TLSConfig:
 
 
 @dataclass(frozen=True)
+class KeepaliveConfig:
+    """gRPC keepalive (``peer.keepalive``). rumor models the deliver client's keys; Fabric's keys for the peer's
+    server and its gossip clients are accepted and ignored (gossip connections ping after 60 s, Fabric's default)."""
+
+    delivery_client_interval: float = setting(
+        "deliveryClient.interval",
+        60.0,
+        "Silence on the leader's connection to the ordering service before it pings the orderer (s). A connection "
+        "the orderer dropped while the network lost its reset would otherwise wait for blocks forever.",
+        positive=True,
+    )
+    delivery_client_timeout: float = setting(
+        "deliveryClient.timeout",
+        20.0,
+        "How long the leader waits for the answer to that ping before it drops the connection and reconnects (s).",
+        positive=True,
+    )
+
+
+@dataclass(frozen=True)
 class PeerConfig:
     """The peer (``peer``); defaults are those of Fabric's sample core.yaml."""
 
@@ -469,6 +490,9 @@ class PeerConfig:
         "maxSendMsgSize", 100 * MiB, "Largest gRPC message the peer sends (bytes).", positive=True
     )
     tls: TLSConfig = field(default_factory=TLSConfig, metadata={"key": "tls", "doc": "TLS."})
+    keepalive: KeepaliveConfig = field(
+        default_factory=KeepaliveConfig, metadata={"key": "keepalive", "doc": "gRPC keepalive."}
+    )
     gossip: GossipConfig = field(default_factory=GossipConfig, metadata={"key": "gossip", "doc": "Gossip."})
 
 
@@ -549,7 +573,10 @@ FABRIC_KEYS_IGNORED: frozenset[str] = frozenset(
         "peer.addressAutoDetect",
         "peer.gomaxprocs",
         "peer.gateway",
-        "peer.keepalive",
+        "peer.keepalive.interval",
+        "peer.keepalive.timeout",
+        "peer.keepalive.minInterval",
+        "peer.keepalive.client",
         "peer.authentication",
         "peer.BCCSP",
         "peer.client",

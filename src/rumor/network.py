@@ -14,6 +14,15 @@ bootstraps from the first peer of its org, and advertises an external endpoint;
 the first peer of each org is its org's anchor peer. Paths inside the YAML files
 are relative to the file, so the directory can be moved as a whole.
 
+``hosts`` places nodes on other hosts, by node host name and IP address
+(``{"peer0.org1.example.com": "10.0.1.11", "orderer.example.com": "10.0.0.5"}``): such a
+node listens on that address (its gossip or service port and its operations port), announces
+it (gossip endpoint, external endpoint, anchor peer, the orderer endpoint of the genesis
+block), and its TLS certificate names it, so that the others can dial it by that address.
+Its operations endpoint listens there too (so that ``rumor peers --network`` reaches it), with
+no admin token (one would travel in clear: admin calls there need ``operations.tls``).
+Ports stay those of the layout; the other nodes stay on 127.0.0.1.
+
 ``gossip_overrides`` replaces keys of every peer's ``peer.gossip`` section, by their
 core.yaml names (``{"election.startupGracePeriod": "2s", "pullInterval": "1s"}``): the
 tests use it to shorten Fabric's timings, which are made for networks that live for months.
@@ -22,6 +31,7 @@ tests use it to shorten Fabric's timings, which are made for networks that live 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import random
 import secrets
@@ -201,6 +211,7 @@ def init_network(
     orderers: int = 1,
     consensus: str = "solo",
     lease_ttl: float = 5.0,
+    hosts: Mapping[str, str] | None = None,
 ) -> NetworkLayout:
     """Write a complete network under ``out`` (which must be empty or absent).
 
@@ -209,7 +220,8 @@ def init_network(
 
     ``max_message_count`` caps the envelopes per block (the orderer's default otherwise);
     ``channel_orgs`` names the MSP IDs of the channel's member orgs (default: all; the
-    peers of the others get a core.yaml but may not join); ``gossip_overrides`` see above.
+    peers of the others get a core.yaml but may not join); ``hosts`` and ``gossip_overrides``
+    see above.
     """
     out = Path(out).resolve()
     if out.exists() and any(out.iterdir()):
@@ -234,14 +246,21 @@ def init_network(
         raise NetworkInitError(f"channel_orgs: no org {', '.join(unknown)} (orgs: {', '.join(all_mspids)})")
     if channel_orgs is not None and not members:
         raise NetworkInitError("channel_orgs: a channel needs at least one member org")
-    crypto = out / "crypto"
-    material = generate(spec, crypto)
-    del material
     orderer_org = spec.orderer_orgs[0]
     orderer_hosts = [f"{name}.{orderer_org.domain}" for name in orderer_org.orderers[:orderers]]
-    orderer_endpoints = [f"127.0.0.1:{base_port if k == 0 else base_port + 200 + k}" for k in range(orderers)]
     orderer_host = orderer_hosts[0]
+    nodes = [*(f"{n}.{o.domain}" for o in spec.peer_orgs for n in o.peers), *orderer_hosts]
+    addresses = _host_addresses(hosts or {}, nodes)
+    crypto = out / "crypto"
+    material = generate(spec, crypto, extra_sans={host: [address] for host, address in addresses.items()})
+    del material
     orderer_dir = crypto / "ordererOrganizations" / orderer_org.domain / "orderers" / orderer_host
+
+    def at(host: str, port: int) -> str:
+        address = ipaddress.ip_address(addresses.get(host, "127.0.0.1"))
+        return f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
+
+    orderer_endpoints = [at(h, base_port if k == 0 else base_port + 200 + k) for k, h in enumerate(orderer_hosts)]
     orderer_endpoint = orderer_endpoints[0]
 
     all_tls_cas = [
@@ -256,15 +275,15 @@ def init_network(
     k = 0
     for org in spec.peer_orgs:
         org_msp = crypto / "peerOrganizations" / org.domain / "msp"
-        first = f"127.0.0.1:{base_port + 1 + k}"
+        first = at(f"{org.peers[0]}.{org.domain}", base_port + 1 + k)
         if not members or org.mspid in members:
             org_configs.append(channelconfig.org_config(org.mspid, org_msp, anchor_peers=[first]))
         for name in org.peers:
             host = f"{name}.{org.domain}"
             peer_dir = out / "peers" / host
             peer_dir.mkdir(parents=True)
-            endpoint = f"127.0.0.1:{base_port + 1 + k}"
-            operations = f"127.0.0.1:{base_port + 101 + k}"
+            endpoint = at(host, base_port + 1 + k)
+            operations = at(host, base_port + 101 + k)
             node_dir = crypto / "peerOrganizations" / org.domain / "peers" / host
             config = Config(
                 peer=PeerConfig(
@@ -291,8 +310,12 @@ def init_network(
                         org_leader=False,
                     ),
                 ),
-                # a fresh secret per peer for its admin calls (operations.adminToken), readable only by its owner
-                operations=OperationsConfig(listen_address=operations, admin_token=secrets.token_hex(16)),
+                # A fresh secret per peer for its admin calls (operations.adminToken), readable only by its owner.
+                # Not for a peer on another host: its operations endpoint listens on its address, where a token
+                # would cross the network in clear (the peer refuses that); admin calls there need operations.tls.
+                operations=OperationsConfig(
+                    listen_address=operations, admin_token="" if host in addresses else secrets.token_hex(16)
+                ),
             )
             config_path = peer_dir / "core.yaml"
             config_path.write_text(config_to_yaml(config, header=f"rumor peer {host} of {org.mspid}"))
@@ -397,6 +420,20 @@ def init_network(
         ]
     (out / MANIFEST).write_text(yaml.safe_dump(manifest, sort_keys=False))
     return layout
+
+
+def _host_addresses(hosts: Mapping[str, str], nodes: Sequence[str]) -> dict[str, str]:
+    """``hosts`` checked: every key a node of the network, every value an IP address (normalized)."""
+    unknown = sorted(set(hosts) - set(nodes))
+    if unknown:
+        raise NetworkInitError(f"host {', '.join(unknown)}: no such node (nodes: {', '.join(nodes)})")
+    out: dict[str, str] = {}
+    for host, address in hosts.items():
+        try:
+            out[host] = str(ipaddress.ip_address(address))
+        except ValueError:
+            raise NetworkInitError(f"host {host}={address}: expected an IP address, e.g. 10.0.1.11") from None
+    return out
 
 
 def apply_gossip_overrides(core_yaml: Path, overrides: Mapping[str, object]) -> None:

@@ -80,7 +80,7 @@ from rumor.lockfile import DirectoryLock, DirectoryLocked
 from rumor.ops.metrics import PeerMetrics
 from rumor.ops.rejections import RejectionLog
 from rumor.ops.server import OperationsServer
-from rumor.orderer.client import ClientTLS, DeliverClient, DeliverError
+from rumor.orderer.client import ClientTLS, DeliverClient, DeliverError, Keepalive
 from rumor.preflight import PreflightError, check_peer
 from rumor.wire.pb.common import common_pb2
 
@@ -759,7 +759,13 @@ class Peer:
             cert = Path(peer_tls.client_cert_file or peer_tls.cert_file).read_bytes()
             key = Path(peer_tls.client_key_file or peer_tls.key_file).read_bytes()
             tls = ClientTLS(root_certs=roots, cert=cert, key=key)
-        client = DeliverClient(endpoints, self.signer, tls=tls)
+        keepalive = self.config.peer.keepalive
+        client = DeliverClient(
+            endpoints,
+            self.signer,
+            tls=tls,
+            keepalive=Keepalive(keepalive.delivery_client_interval, keepalive.delivery_client_timeout),
+        )
         try:
             async for block in client.deliver(channel, start=self.ledger.height(channel)):
                 raw = block.SerializeToString()

@@ -1,9 +1,10 @@
-"""Fixtures of the integration tests: ``clusters`` makes a ``Cluster`` per network and tears every one down."""
+"""Fixtures of the integration tests: ``clusters`` makes a ``Cluster`` per network and tears every one down;
+``subnet`` gives a test its own bridge and network namespaces (netns.py) and removes them afterwards."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator, Callable, Generator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -11,6 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from netns import Subnet, unavailable
 from procnet import Cluster
 
 from rumor.network import NetworkLayout
@@ -47,3 +49,19 @@ async def clusters(request: pytest.FixtureRequest) -> AsyncIterator[Callable[[Ne
                     print(cluster.logs())
             for cluster in made:
                 await cluster.close()
+
+
+@pytest.fixture
+def netns_available() -> None:
+    """Skip unless network namespaces can be made here (root, ip and nft): a failure under CI=true, whose
+    machines are root and get the tools from ``make test``."""
+    reason = unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+
+
+@pytest.fixture
+def subnet(netns_available: None) -> Iterator[Subnet]:
+    """A bridge and namespaces of this test only (``subnet.add_host(name)``), all gone after it, however it ends."""
+    with Subnet.create() as net:
+        yield net

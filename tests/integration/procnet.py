@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import yaml
 from polling import wait_for
 from rumor_processes import RUMOR, clean_env
 
@@ -34,7 +35,7 @@ from rumor.crypto.mcs import X509CryptoService
 from rumor.ledger import Ledger
 from rumor.ledger.store import check_chain
 from rumor.network import NetworkLayout, PeerEntry, apply_gossip_overrides, free_base_port, init_network, load_layout
-from rumor.orderer.client import BroadcastClient, DeliverClient
+from rumor.orderer.client import BroadcastClient, DeliverClient, newest_block
 from rumor.orderer.netdir import network_target
 from rumor.wire.pb.common import common_pb2
 
@@ -110,6 +111,8 @@ class Cluster:
     http: aiohttp.ClientSession
     procs: list[Proc] = field(default_factory=list)
     running: dict[str, Proc] = field(default_factory=dict)
+    wrappers: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """An argv prefix per process name (a peer ID, "orderer"): ``ip netns exec NAME`` puts that node on its host."""
     _count: Iterable[int] = field(default_factory=itertools.count)
 
     @property
@@ -135,7 +138,7 @@ class Cluster:
         out, err = logs / f"{n:02d}-{name}.out", logs / f"{n:02d}-{name}.err"
         with out.open("wb") as stdout, err.open("wb") as stderr:
             popen = subprocess.Popen(
-                [RUMOR, *args], stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL,
+                [*self.wrappers.get(name, ()), RUMOR, *args], stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL,
                 env=clean_env(), cwd=self.root, start_new_session=True,
             )  # fmt: skip
         proc = Proc(name, tuple(args), popen, out, err)
@@ -338,6 +341,56 @@ def make_network(out: Path, *, orgs: int, peers_per_org: int, fast: bool = True,
     )
 
 
+async def rumor_network_init(out: Path, *args: str) -> NetworkLayout:
+    """``rumor network init --out OUT ARGS`` as a user types it; the layout it wrote."""
+    proc = await asyncio.create_subprocess_exec(
+        RUMOR, "network", "init", "--out", str(out), *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("RUMOR_")},
+    )  # fmt: skip
+    try:
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+    assert proc.returncode == 0, err.decode()
+    return load_layout(out)
+
+
+FAST_KEEPALIVE = {
+    # Fabric's 60 s + 20 s before a leader finds its connection to the orderer dead would dominate a fault test;
+    # the orderer must then accept pings that often (below the peers' interval, so that no ping is a strike).
+    "peer.keepalive.deliveryClient.interval": "5s",
+    "peer.keepalive.deliveryClient.timeout": "5s",
+    "General.Keepalive.ServerMinInterval": "2s",
+}
+
+
+def set_keys(config: Path, keys: Mapping[str, object]) -> None:
+    """Set dotted keys (``peer.keepalive.deliveryClient.interval``) in a core.yaml or orderer.yaml in place; keys
+    of the other file's sections are skipped, so one mapping serves both. Comment lines at the top are kept."""
+    text = config.read_text()
+    header = "".join(line + "\n" for line in text.splitlines() if line.startswith("#"))
+    tree = yaml.safe_load(text)
+    for key, value in keys.items():
+        *parents, leaf = key.split(".")
+        if parents[0] not in tree:
+            continue
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    config.write_text(header + yaml.safe_dump(tree, sort_keys=False, default_flow_style=False, width=1000))
+
+
+def fast_keepalive(layout: NetworkLayout) -> None:
+    """FAST_KEEPALIVE in every core.yaml and in the orderer.yaml of ``layout``."""
+    for path in [layout.orderer_config, *(p.config for p in layout.peers)]:
+        set_keys(path, FAST_KEEPALIVE)
+
+
 def speed_up(layout: NetworkLayout, overrides: Mapping[str, object] = FAST_GOSSIP) -> NetworkLayout:
     """Shorten the gossip timings of a network made by the ``rumor network init`` command."""
     for peer in layout.peers:
@@ -354,12 +407,18 @@ def ledger_path(peer: PeerEntry) -> Path:
 
 def read_chain(peer: PeerEntry, channel: str) -> list[bytes]:
     """The peer's blocks of ``channel`` from its SQLite ledger (the peer must be stopped); the chain is checked."""
-    ledger = Ledger(ledger_path(peer))
+    return read_chain_at(ledger_path(peer), channel)
+
+
+def read_chain_at(path: Path, channel: str) -> list[bytes]:
+    """The blocks of ``channel`` in the SQLite ledger at ``path`` (a peer's or the orderer's, its process stopped);
+    the chain is checked."""
+    ledger = Ledger(path)
     try:
         if channel not in ledger.channels():
             return []
         blocks = list(ledger.iter_blocks(channel))
-        assert len(blocks) == ledger.height(channel), f"{peer.id}: ledger height and stored blocks differ"
+        assert len(blocks) == ledger.height(channel), f"{path}: ledger height and stored blocks differ"
     finally:
         ledger.close()
     check_chain(channel, 0, b"", blocks)  # raises if a block is missing, out of order or not chained
@@ -436,6 +495,14 @@ async def orderer_height(layout: NetworkLayout, payloads: int, channel: str | No
     blocks = await orderer_blocks(layout, enough, channel)
     assert sum(len(b.data.data) for b in blocks[1:]) == payloads
     return len(blocks)
+
+
+async def orderer_tip(layout: NetworkLayout, channel: str | None = None) -> int:
+    """The orderer's height of the channel now (one seek for its newest block)."""
+    channel = channel or layout.channel
+    target = network_target(layout.root, channel)
+    signer = load_signing_identity(target.msp_dir, target.mspid)
+    return await newest_block(target.endpoint, signer, channel, tls=target.tls) + 1
 
 
 async def submit_direct(layout: NetworkLayout, payloads: Sequence[bytes], channel: str | None = None) -> None:

@@ -6,9 +6,6 @@ catches up by state transfer."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
 import re
 import signal
 import time
@@ -21,32 +18,15 @@ from procnet import (
     orderer_height,
     payloads_of,
     read_chain,
+    rumor_network_init,
     speed_up,
     verify_chain,
     wait_for,
 )
-from rumor_processes import RUMOR
 
 from rumor import channelconfig
 from rumor.crypto.identity import load_signing_identity
-from rumor.network import NetworkLayout, free_base_port, load_layout
-
-
-async def rumor_network_init(out: Path, *args: str) -> NetworkLayout:
-    proc = await asyncio.create_subprocess_exec(
-        RUMOR, "network", "init", "--out", str(out), *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True,
-        env={k: v for k, v in os.environ.items() if not k.startswith("RUMOR_")},
-    )  # fmt: skip
-    try:
-        _, err = await asyncio.wait_for(proc.communicate(), 60)
-    finally:
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            await proc.wait()
-    assert proc.returncode == 0, err.decode()
-    return load_layout(out)
+from rumor.network import NetworkLayout, free_base_port
 
 
 async def test_cli_network_delivers_in_order_and_survives_losing_a_leader(

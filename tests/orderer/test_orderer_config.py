@@ -28,8 +28,10 @@ General:
     RootCAs:
       - tls/ca.crt
     ClientAuthRequired: false
-  Keepalive:                # Fabric's; ignored
-    ServerMinInterval: 60s
+  Keepalive:
+    ServerMinInterval: 30s
+    ServerInterval: 2h
+    ServerTimeout: 10s
 FileLedger:
   Location: /var/rumor/orderer
 Channels:
@@ -58,6 +60,8 @@ def test_loads_every_key_and_resolves_paths(tmp_path: Path) -> None:
     assert config.general.tls.certificate == str(base / "tls" / "server.crt")
     assert config.general.tls.root_cas == (str(base / "tls" / "ca.crt"),)
     assert config.file_ledger.location == "/var/rumor/orderer"
+    keepalive = config.general.keepalive
+    assert (keepalive.server_min_interval, keepalive.server_interval, keepalive.server_timeout) == (30, 7200, 10)
     assert config.file_ledger.ledger_path == Path("/var/rumor/orderer/ledger.sqlite")
     assert config.channels == (str(tmp_path / "channels" / "mychannel.block"),)
     # A directory stands for the orderer.yaml in it.
@@ -202,3 +206,15 @@ def test_consensus_etcd_errors_name_the_key(tmp_path: Path, text: str, key: str)
     with pytest.raises(ConfigError) as info:
         load_orderer_config(write(tmp_path, text), env={})
     assert info.value.key == key or key in str(info.value)
+
+
+def test_keepalive_defaults_are_fabrics_and_reach_the_grpc_server() -> None:
+    from rumor.orderer.config import OrdererKeepaliveConfig
+    from rumor.orderer.service import _keepalive_options
+
+    assert OrdererConfig().general.keepalive == OrdererKeepaliveConfig(60.0, 7200.0, 20.0)
+    options = dict(_keepalive_options(OrdererKeepaliveConfig(server_min_interval=2.0)))
+    # A peer's deliver client pinging every 5 s would be sent GOAWAY under gRPC's default minimum of 5 minutes.
+    assert options["grpc.http2.min_ping_interval_without_data_ms"] == 2000
+    assert options["grpc.keepalive_time_ms"] == 7_200_000 and options["grpc.keepalive_timeout_ms"] == 20_000
+    assert options["grpc.keepalive_permit_without_calls"] == 1

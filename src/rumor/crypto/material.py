@@ -17,8 +17,9 @@ other's material::
     ordererOrganizations/<domain>/  (the same, with orderers/<name>.<domain>/ instead of peers/)
 
 ``msp/config.yaml`` enables Fabric's NodeOUs. TLS certificates carry the host
-name, the short name, ``localhost`` and ``127.0.0.1`` as SANs and serve as both
-server and client certificates. Private keys are PKCS#8 PEM, mode 0600.
+name, the short name, ``localhost`` and ``127.0.0.1`` as SANs (plus any ``extra_sans``
+given for the node, as cryptogen's ``SANS``: the addresses it is dialed by on other
+hosts) and serve as both server and client certificates. Private keys are PKCS#8 PEM, mode 0600.
 
 A network is described by a ``NetworkSpec``, built in code (``default_spec``) or
 read from YAML in the spirit of cryptogen's crypto-config.yaml::
@@ -47,9 +48,10 @@ files; rumor always enables NodeOUs. Any other key is an error, so typos surface
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,6 +86,14 @@ def _check_hostname(where: str, value: object) -> str:
     if not isinstance(value, str) or not _HOSTNAME.match(value):
         raise SpecError(f"{where}: {value!r} is not a valid host name")
     return value
+
+
+def _is_ip_address(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _check_mspid(where: str, value: object) -> str:
@@ -461,7 +471,15 @@ def _write_node(
 
 
 def _generate_org(
-    root: Path, kind: str, name: str, domain: str, mspid: str, nodes: tuple[str, ...], users: int, validity: _Validity
+    root: Path,
+    kind: str,
+    name: str,
+    domain: str,
+    mspid: str,
+    nodes: tuple[str, ...],
+    users: int,
+    validity: _Validity,
+    extra_sans: Mapping[str, Sequence[str]],
 ) -> OrgMaterial:
     org_dir = root / ("peerOrganizations" if kind == PEER else "ordererOrganizations") / domain
     ca = CertificateAuthority.create(
@@ -505,7 +523,8 @@ def _generate_org(
     write_private_key(org.tlsca_key, tlsca.private_key)
     _write_msp(org.msp_dir, domain, ca, tlsca)
     for node in org.nodes:
-        _write_node(node, domain, ca, tlsca, validity, (node.host, node.name, "localhost", "127.0.0.1"))
+        sans = (node.host, node.name, "localhost", "127.0.0.1", *extra_sans.get(node.host, ()))
+        _write_node(node, domain, ca, tlsca, validity, sans)
     for user in org.users:
         _write_node(user, domain, ca, tlsca, validity, ())
     return org
@@ -517,13 +536,26 @@ def generate(
     *,
     force: bool = False,
     now: dt.datetime | None = None,
+    extra_sans: Mapping[str, Sequence[str]] | None = None,
 ) -> GeneratedMaterial:
     """Write the material for ``spec`` under ``out_dir`` and say where everything went.
 
     A non-empty ``out_dir`` is refused (MaterialExistsError) unless ``force``, which
     replaces its peerOrganizations/ and ordererOrganizations/ and leaves anything else.
     ``now`` fixes the start of the validity period (default: the current time).
+    ``extra_sans`` adds SANs (host names or IP addresses) to the TLS certificates of
+    nodes, by their host name: ``{"peer0.org1.example.com": ["10.0.1.11"]}``.
     """
+    extra_sans = dict(extra_sans or {})
+    known = {f"{n}.{o.domain}" for o in spec.peer_orgs for n in o.peers}
+    known |= {f"{n}.{o.domain}" for o in spec.orderer_orgs for n in o.orderers}
+    unknown = sorted(set(extra_sans) - known)
+    if unknown:
+        raise SpecError(f"extra SANs for {', '.join(unknown)}: no such node (nodes: {', '.join(sorted(known))})")
+    for host, sans in extra_sans.items():
+        for san in sans:
+            if not _is_ip_address(san):
+                _check_hostname(f"SANs of {host}", san)
     root = Path(out_dir)
     if root.exists() and not root.is_dir():
         raise MaterialExistsError(f"{root} exists and is not a directory")
@@ -541,10 +573,11 @@ def generate(
     return GeneratedMaterial(
         root=root,
         peer_orgs=tuple(
-            _generate_org(root, PEER, o.name, o.domain, o.mspid, o.peers, o.users, validity) for o in spec.peer_orgs
+            _generate_org(root, PEER, o.name, o.domain, o.mspid, o.peers, o.users, validity, extra_sans)
+            for o in spec.peer_orgs
         ),
         orderer_orgs=tuple(
-            _generate_org(root, ORDERER, o.name, o.domain, o.mspid, o.orderers, o.users, validity)
+            _generate_org(root, ORDERER, o.name, o.domain, o.mspid, o.orderers, o.users, validity, extra_sans)
             for o in spec.orderer_orgs
         ),
     )

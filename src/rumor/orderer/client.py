@@ -50,6 +50,7 @@ __all__ = [
     "ClientTLS",
     "DeliverClient",
     "DeliverError",
+    "Keepalive",
     "OrdererClientError",
     "newest_block",
     "seek_envelope",
@@ -130,16 +131,39 @@ class ClientTLS:
         )
 
 
-def _open_channel(endpoint: str, tls: ClientTLS | None, max_message_size: int) -> grpc.aio.Channel:
+def _open_channel(
+    endpoint: str, tls: ClientTLS | None, max_message_size: int, keepalive: Keepalive | None = None
+) -> grpc.aio.Channel:
     options: list[tuple[str, str | int]] = [
         ("grpc.max_receive_message_length", max_message_size),
         ("grpc.max_send_message_length", max_message_size),
     ]
+    if keepalive is not None:
+        options += [
+            ("grpc.keepalive_time_ms", int(keepalive.interval * 1000)),
+            ("grpc.keepalive_timeout_ms", int(keepalive.timeout * 1000)),
+            # A deliver stream carries no data from us after its seek request; gRPC's default of 2 pings
+            # without data sent would end the pinging just when the orderer falls silent.
+            ("grpc.http2.max_pings_without_data", 0),
+        ]
     if tls is None:
         return grpc.aio.insecure_channel(endpoint, options=options)
     if tls.server_name:
         options.append(("grpc.ssl_target_name_override", tls.server_name))
     return grpc.aio.secure_channel(endpoint, tls.credentials(), options=options)
+
+
+@dataclass(frozen=True)
+class Keepalive:
+    """gRPC keepalive of a client's connection: a ping after ``interval`` seconds of silence, and the connection
+    dropped when ``timeout`` seconds pass without its answer (Fabric's peer.keepalive.deliveryClient)."""
+
+    interval: float = 60.0
+    timeout: float = 20.0
+
+    def __post_init__(self) -> None:
+        if self.interval <= 0 or self.timeout <= 0:
+            raise ValueError("keepalive interval and timeout must be positive")
 
 
 def _endpoints(endpoints: str | Sequence[str]) -> list[str]:
@@ -406,7 +430,9 @@ class DeliverClient:
     """Follows a channel's blocks from the ordering service, surviving orderer restarts and failovers.
 
     ``verify(block)`` may raise to reject a block (for example ``X509CryptoService.verify_block``): the
-    client then drops that orderer and asks the next one.
+    client then drops that orderer and asks the next one. ``keepalive`` pings a silent orderer (Fabric's
+    defaults, 60 s and 20 s): an orderer that dropped the connection while the network between lost its reset
+    leaves the stream open here, silent forever, and only a ping finds that out; None turns it off.
     """
 
     def __init__(
@@ -419,10 +445,12 @@ class DeliverClient:
         verify: Callable[[common_pb2.Block], None] | None = None,
         rng: random.Random | None = None,
         max_message_size: int = 100 * MiB,
+        keepalive: Keepalive | None = Keepalive(),  # frozen: one shared default instance is harmless
     ) -> None:
         self._endpoints = _endpoints(endpoints)
         self._signer = signer
         self._tls = tls
+        self._keepalive = keepalive
         self._backoff = backoff or Backoff()
         self._verify = verify
         self._rng = rng or random.Random()
@@ -445,7 +473,7 @@ class DeliverClient:
         delays = self._backoff.delays(self._rng)
         while number <= last:
             endpoint = self.endpoint
-            grpc_channel = _open_channel(endpoint, self._tls, self._max_message_size)
+            grpc_channel = _open_channel(endpoint, self._tls, self._max_message_size, self._keepalive)
             call = grpc_channel.stream_stream(
                 f"/{SERVICE_NAME}/Deliver",
                 request_serializer=common_pb2.Envelope.SerializeToString,

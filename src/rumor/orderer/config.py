@@ -8,6 +8,10 @@
       LocalMSPID: OrdererMSP
       MaxRecvMsgSize: 104857600
       MaxSendMsgSize: 104857600
+      Keepalive:                           # Fabric's keys and defaults
+        ServerMinInterval: 60s             # clients pinging more often are disconnected
+        ServerInterval: 7200s
+        ServerTimeout: 20s
       TLS:
         Enabled: true
         Certificate: tls/server.crt
@@ -82,6 +86,7 @@ __all__ = [
     "FileLedgerConfig",
     "GeneralConfig",
     "OrdererConfig",
+    "OrdererKeepaliveConfig",
     "OrdererTLSConfig",
     "load_orderer_config",
     "orderer_config_to_yaml",
@@ -112,6 +117,27 @@ class OrdererTLSConfig:
 
 
 @dataclass(frozen=True)
+class OrdererKeepaliveConfig:
+    """gRPC keepalive of the AtomicBroadcast server (``General.Keepalive``), with Fabric's defaults."""
+
+    server_min_interval: float = setting(
+        "ServerMinInterval",
+        60.0,
+        "Shortest interval between a client's keepalive pings (s); a client that pings more often is disconnected.",
+        positive=True,
+    )
+    server_interval: float = setting(
+        "ServerInterval", 7200.0, "Silence on a client's connection before the orderer pings it (s).", positive=True
+    )
+    server_timeout: float = setting(
+        "ServerTimeout",
+        20.0,
+        "How long the orderer waits for the answer to its ping before it closes the connection (s).",
+        positive=True,
+    )
+
+
+@dataclass(frozen=True)
 class GeneralConfig:
     """The server and the orderer's identity (``General``)."""
 
@@ -138,6 +164,9 @@ class GeneralConfig:
         "MaxSendMsgSize", 100 * MiB, "Largest gRPC message the orderer sends (bytes).", positive=True
     )
     tls: OrdererTLSConfig = field(default_factory=OrdererTLSConfig, metadata={"key": "TLS", "doc": "TLS."})
+    keepalive: OrdererKeepaliveConfig = field(
+        default_factory=OrdererKeepaliveConfig, metadata={"key": "Keepalive", "doc": "gRPC keepalive."}
+    )
 
 
 @dataclass(frozen=True)
@@ -260,7 +289,6 @@ class OrdererConfig:
 # that an existing file needs only the keys that differ.
 FABRIC_KEYS_IGNORED: frozenset[str] = frozenset(
     {
-        "General.Keepalive",
         "General.Backoff",
         "General.Throttling",
         "General.Cluster",

@@ -81,7 +81,7 @@ from rumor.ledger import Ledger, LedgerError
 from rumor.ledger.health import StorageHealth
 from rumor.ledger.store import LedgerStorageError
 from rumor.lockfile import DirectoryLock, DirectoryLocked
-from rumor.orderer.config import EtcdConsensusConfig, OrdererConfig
+from rumor.orderer.config import EtcdConsensusConfig, OrdererConfig, OrdererKeepaliveConfig
 from rumor.orderer.cutter import BatchSettings, BlockCutter, EnvelopeTooLarge
 from rumor.orderer.etcd import EtcdClient, EtcdTLS
 from rumor.orderer.etcdorder import TXN_OVERHEAD, EtcdOrdering, QueueFull
@@ -246,6 +246,19 @@ def _block_reply(raw_block: bytes, header_only: bool) -> bytes:
 _T = TypeVar("_T")
 
 
+def _keepalive_options(keepalive: OrdererKeepaliveConfig) -> list[tuple[str, int]]:
+    """gRPC server options for General.Keepalive, as Fabric's orderer applies them: it pings a silent client after
+    ServerInterval, drops it after ServerTimeout without an answer, and accepts the clients' own pings (a peer's
+    deliver client sends one after peer.keepalive.deliveryClient.interval of silence) down to ServerMinInterval
+    apart, with or without a call open; gRPC's default policy (5 minutes) would answer them with GOAWAY."""
+    return [
+        ("grpc.keepalive_time_ms", int(keepalive.server_interval * 1000)),
+        ("grpc.keepalive_timeout_ms", int(keepalive.server_timeout * 1000)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", int(keepalive.server_min_interval * 1000)),
+    ]
+
+
 class Orderer:
     """A single-node ordering service for the channels in ``ledger`` and ``genesis_blocks``.
 
@@ -263,6 +276,7 @@ class Orderer:
         tls: ServerTLS | None = None,
         max_recv_msg_size: int = 100 * MiB,
         max_send_msg_size: int = 100 * MiB,
+        keepalive: OrdererKeepaliveConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         close_ledger: bool = False,
@@ -284,6 +298,7 @@ class Orderer:
             ("grpc.so_reuseport", 0),
             ("grpc.max_receive_message_length", max_recv_msg_size),
             ("grpc.max_send_message_length", max_send_msg_size),
+            *_keepalive_options(keepalive or OrdererKeepaliveConfig()),
         ]
         self._clock = clock
         self._wall_clock = wall_clock
@@ -348,6 +363,7 @@ class Orderer:
             tls=tls,
             max_recv_msg_size=general.max_recv_msg_size,
             max_send_msg_size=general.max_send_msg_size,
+            keepalive=general.keepalive,
             close_ledger=True,
             etcd=config.consensus.etcd if config.consensus.type == "etcd" else None,
         )
