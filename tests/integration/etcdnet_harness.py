@@ -14,6 +14,7 @@ import contextlib
 import itertools
 import signal
 from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -135,37 +136,69 @@ class EtcdNet:
         return out
 
     async def converged(self, nodes: list[str] | None = None, timeout: float = 60) -> list[common_pb2.Block]:
-        """Wait until every orderer (``nodes``) serves the same chain, no envelope being left in etcd's queue
-        uncut (the chains then hold everything); that chain."""
+        """Wait until every orderer (``nodes``) serves the same chain and that chain holds every envelope of etcd's
+        queue (see ``wait_converged``); that chain."""
         nodes = nodes or [e.id for e in self.entries]
-        state: dict[str, object] = {}
+        return await wait_converged(nodes, self.chain, self.queue_state, timeout)
 
-        async def same() -> list[common_pb2.Block] | None:
-            try:
-                chains = [await self.chain(n) for n in nodes]
-            except Exception as exc:
-                state["last"] = repr(exc)
-                return None
-            state["heights"] = [len(c) for c in chains]
-            first = [b.SerializeToString(deterministic=True) for b in chains[0]]
-            if any([b.SerializeToString(deterministic=True) for b in c] != first for c in chains[1:]):
-                return None
-            # everything queued is in a block: the queue's uncut part is empty (cut entries are listed in records)
-            uncut = await self.uncut()
-            state["uncut"] = uncut
-            return chains[0] if uncut == 0 else None
-
-        return list(await wait_for(same, timeout, "every orderer serves the same chain", describe=lambda: str(state)))
-
-    async def uncut(self) -> int:
-        """Queue entries in etcd that no block record lists."""
+    async def queue_state(self) -> QueueState:
+        """The channel's queue in etcd now, read at one revision: its entries no block record lists, and the
+        number of the newest record."""
         kvs, _ = await self.client.range_all(self.key(""))
         queued = {kv.key for kv in kvs if kv.key.startswith(self.key("q/"))}
         listed: set[bytes] = set()
+        newest = 0
         for kv in kvs:
             if kv.key.startswith(self.key("b/")):
                 listed.update(etcdorder_pb2.BlockRecord.FromString(kv.value).keys)
-        return len(queued - listed)
+                newest = max(newest, int(kv.key[len(self.key("b/")) :]))
+        return QueueState(uncut=len(queued - listed), newest=newest)
+
+
+@dataclass(frozen=True)
+class QueueState:
+    uncut: int
+    """Queue entries that no block record lists (not cut yet)."""
+    newest: int
+    """Number of the newest block record in etcd (0 when there is none: only the genesis block)."""
+
+
+async def wait_converged(
+    nodes: Sequence[str],
+    chain: Callable[[str], Awaitable[list[common_pb2.Block]]],
+    queue_state: Callable[[], Awaitable[QueueState]],
+    timeout: float,
+) -> list[common_pb2.Block]:
+    """Wait until every node's ``chain`` is the same and holds everything etcd's queue held; that chain.
+
+    etcd is read first, the chains after. Read the other way round, a block cut between the two reads (the last
+    batch of a stopped load, cut on its batch timeout while the chains are being read) lists the last envelopes,
+    so the queue has nothing uncut, and yet the chains just read lack that block: the checker then finds
+    acknowledged envelopes in no block. In this order, an etcd read with nothing uncut fixes what the chains must
+    hold, every block up to the newest record: every envelope still queued is listed by one of those, and every
+    one garbage collection deleted was in a block every orderer had stored. The chains read afterwards must reach
+    that block. (The load must be stopped: an envelope admitted after the etcd read would not be waited for.)
+    """
+    state: dict[str, object] = {}
+
+    async def same() -> list[common_pb2.Block] | None:
+        try:
+            queue = await queue_state()
+            state["queue"] = queue
+            if queue.uncut:
+                return None
+            chains = [await chain(n) for n in nodes]
+        except Exception as exc:
+            state["last"] = repr(exc)
+            return None
+        state["heights"] = [len(c) for c in chains]
+        first = [b.SerializeToString(deterministic=True) for b in chains[0]]
+        if any([b.SerializeToString(deterministic=True) for b in c] != first for c in chains[1:]):
+            return None
+        return chains[0] if len(chains[0]) > queue.newest else None
+
+    result = await wait_for(same, timeout, "every orderer serves the same, complete chain", describe=lambda: str(state))
+    return list(result)
 
 
 # --- the load -------------------------------------------------------------------------------------

@@ -83,6 +83,21 @@ def _code_and_details(exc: grpc.aio.AioRpcError) -> tuple[grpc.StatusCode, str]:
     return exc.code(), exc.details() or ""
 
 
+def _stream_failure(exc: Exception) -> str:
+    """What ended a stream call (keepalive, watch), for EtcdUnavailable.
+
+    Besides AioRpcError, a stream call fails with asyncio.InvalidStateError: grpc.aio's answer to a write on a call
+    that has already ended, when the member closed the stream while the client was not reading (killed, or having
+    lost its leader it ends every "hasleader" stream). That is the member failing just the same. Let through, it
+    would end the caller's task: the lease's, leaving the node with a lease etcd has dropped, so that it never
+    campaigns (nor cuts) again."""
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return exc.details() or exc.code().name
+    if isinstance(exc, asyncio.InvalidStateError):
+        return f"stream ended ({exc})"
+    return "no answer"
+
+
 def _not_applied(exc: grpc.aio.AioRpcError) -> bool:
     code, details = _code_and_details(exc)
     if code != grpc.StatusCode.UNAVAILABLE:
@@ -247,10 +262,9 @@ class EtcdClient:
                 if response.TTL <= 0:
                     return
                 await asyncio.sleep(interval)
-        except (grpc.aio.AioRpcError, TimeoutError) as exc:
+        except (grpc.aio.AioRpcError, TimeoutError, asyncio.InvalidStateError) as exc:
             self._rotate(index)
-            detail = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else "no answer"
-            raise EtcdUnavailable(f"{self.endpoints[index]}: keepalive: {detail}") from None
+            raise EtcdUnavailable(f"{self.endpoints[index]}: keepalive: {_stream_failure(exc)}") from None
         finally:
             call.cancel()
 
@@ -294,9 +308,9 @@ class EtcdClient:
                     partial.header.CopyFrom(response.header)
                     response, partial = partial, None
                 yield response
-        except grpc.aio.AioRpcError as exc:
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
             self._rotate(index)
-            raise EtcdUnavailable(f"{self.endpoints[index]}: watch: {exc.details() or exc.code().name}") from None
+            raise EtcdUnavailable(f"{self.endpoints[index]}: watch: {_stream_failure(exc)}") from None
         finally:
             call.cancel()
 
