@@ -84,7 +84,16 @@ class _Subscriber:
 
 
 RECENT_EVENTS = frozenset(
-    {"peer_alive", "peer_dead", "leader_changed", "block_rejected", "bootstrap_refused", "channel_access_denied"}
+    {
+        "peer_alive",
+        "peer_dead",
+        "leader_changed",
+        "block_rejected",
+        "bootstrap_refused",
+        "channel_access_denied",
+        "peer_penalized",
+        "peer_distrusted",
+    }
 )
 """Tracer events kept for ``status()["events"]`` (the rare ones an operator wants to see)."""
 
@@ -136,7 +145,7 @@ class Peer:
         self.comm: Comm
         self.core: PeerCore
         self.ops: OperationsServer | None = None
-        self._comm_counts: dict[str, int] = {}
+        self._copied_counts: dict[str, int] = {}  # the counts kept elsewhere, as last copied into /metrics
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -398,6 +407,8 @@ class Peer:
             "pki_id": self.pki_id.hex(),
             "channels": channels,
             "membership": membership,
+            # what discovery saw and refused: unsolicited, oversized or forged membership, throttled dials
+            "discovery": dataclasses.asdict(self.core.node.discovery.stats),
             "connections": [c.pki_id.hex() for c in self.comm.connections()],
             "comm": self.comm.metrics.as_dict(),
             "events": [
@@ -680,20 +691,36 @@ class Peer:
 
     def _refresh_metrics(self) -> None:
         counts = self.comm.metrics.as_dict()
+        m = self.metrics
         for key, counter in (
-            ("comm_messages_sent", self.metrics.comm_messages_sent),
-            ("comm_messages_received", self.metrics.comm_messages_received),
-            ("comm_overflow_count", self.metrics.comm_overflow_count),
+            ("comm_messages_sent", m.comm_messages_sent),
+            ("comm_messages_received", m.comm_messages_received),
+            ("comm_overflow_count", m.comm_overflow_count),
+            ("comm_write_timeouts", m.comm_write_timeouts),
         ):
-            value = counts.get(key, 0)
-            delta = value - self._comm_counts.get(key, 0)
-            if delta > 0:
-                counter.inc(delta)
-            self._comm_counts[key] = value
-        self.metrics.membership_total_peers_known.set(len(self.core.node.peers()))
+            self._advance(key, counter, counts.get(key, 0))
+        discovery = self.core.node.discovery.stats
+        for reason, value in (
+            ("unsolicited", discovery.responses_unsolicited),
+            ("oversized", discovery.responses_oversized),
+            ("forged", discovery.responses_cut_short),
+        ):
+            self._advance(f"responses_{reason}", m.membership_responses_refused.labels(reason), value)
+        self._advance("identify_throttled", m.membership_identify_dials_throttled, discovery.identify_throttled)
+        m.membership_total_peers_known.set(len(self.core.node.peers()))
         for name, runtime in self.core.channels.items():
-            self.metrics.payload_buffer_size.labels(name).set(len(runtime.state.buffer))
-            self.metrics.state_height.labels(name).set(self.ledger.height(name))
+            m.payload_buffer_size.labels(name).set(len(runtime.state.buffer))
+            m.state_height.labels(name).set(self.ledger.height(name))
+            stats = runtime.state.stats
+            self._advance(f"{name}/throttled", m.state_requests_throttled.labels(name), stats.requests_throttled)
+            self._advance(f"{name}/distrusted", m.state_peers_distrusted.labels(name), stats.peers_distrusted)
+
+    def _advance(self, key: str, counter: Any, value: int) -> None:
+        """Move a Prometheus counter up to a count kept elsewhere (counters only go up; a count only grows)."""
+        delta = value - self._copied_counts.get(key, 0)
+        if delta > 0:
+            counter.inc(delta)
+        self._copied_counts[key] = value
 
 
 def _operations_ssl(ops: Any) -> ssl.SSLContext | None:
