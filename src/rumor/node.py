@@ -93,6 +93,7 @@ RECENT_EVENTS = frozenset(
         "channel_access_denied",
         "peer_penalized",
         "peer_distrusted",
+        "leadership_rejected",
     }
 )
 """Tracer events kept for ``status()["events"]`` (the rare ones an operator wants to see)."""

@@ -76,6 +76,10 @@ class HostilePeer:
         """Messages received, by kind (from the targets and from the peers they told about us)."""
         self.received_from: Counter[tuple[bytes, str]] = Counter()
         """Messages received, by sender's PKI-ID and kind."""
+        self.alive_of: dict[bytes, pb.Envelope] = {}
+        """The latest alive message received of each peer (one per peer: what a replay attack would resend)."""
+        self.last_block: pb.GossipMessage | None = None
+        """The newest data message received (a real block, signed by the orderer)."""
         self.state_height: int | None = None
         """When set, a StateInfo claiming this ledger height goes to the targets with every heartbeat."""
         self.answer_membership: Answer = self.honest_membership_answer
@@ -157,6 +161,12 @@ class HostilePeer:
             kind = msg.message.WhichOneof("content") or ""
             self.received[kind] += 1
             self.received_from[msg.sender, kind] += 1
+            if kind == "alive_msg":
+                self.alive_of[msg.message.alive_msg.membership.pki_id] = msg.envelope
+                continue
+            if kind == "data_msg":
+                self.last_block = msg.message
+                continue
             if kind == "mem_req":
                 answer = self.answer_membership(msg)
             elif kind == "state_request":

@@ -15,6 +15,7 @@ the attack cost (and for a loaded machine's slower garbage), and is far below wh
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -290,3 +291,70 @@ async def test_a_peer_claiming_a_height_it_does_not_serve_is_asked_no_more(
         assert all(n == 1 for n in asked.values()), asked
     assert await cluster.metric(victim, "gossip_state_peers_distrusted_total", channel=layout.channel) == 1
     print(f"finding 4: victim {watch.describe()}, asked the liar {asked[to_victim.pki_id]} time(s)")
+
+
+async def test_forged_alive_and_leadership_replays_and_unsolicited_state_responses_stay_refused(
+    clusters: Callable[[NetworkLayout], Cluster], tmp_path: Path
+) -> None:
+    """What the adversarial pass found refused, and must stay so: an alive message whose PKI-ID is not its
+    identity's, a state response nobody asked for (carrying a real block), a leadership declaration forged in
+    another peer's name, and an alive message of a peer that has stopped, replayed to make it look alive.
+    (Blocks not signed by the orderer, re-labelled or tampered: test_forged_blocks.py.)"""
+    cluster, (honest, victim) = await start_network(clusters, tmp_path)
+    layout = cluster.layout
+    async with HostilePeer(layout, cluster.peers[2]) as hostile:
+        hostile.state_height = 1  # a channel peer, modestly: the leader pushes it blocks
+        to_victim = await hostile.meet(cluster, victim)
+        status = await cluster.status(honest)
+        assert status is not None
+        honest_pki = bytes.fromhex(status["pki_id"])
+        await cluster.submit(count=2)
+        await cluster.wait_heights([honest, victim], 3, 30)
+        await wait_for(
+            lambda: hostile.last_block is not None and honest_pki in hostile.alive_of,
+            30,
+            "a block and the honest peer's alive message overheard",
+            describe=lambda: str(hostile.received),
+        )
+        before, state_before = await discovery(cluster, victim), await state_stats(cluster, victim)
+        seen: dict[str, Any] = {}
+
+        async def moved(key: str, stats: Callable[[], Any], base: dict[str, int]) -> bool:
+            seen.update(await stats())
+            return seen[key] > base[key]
+
+        async with Watch(cluster.http, victim, cluster.running[victim.id].pid, limit_mb=300) as watch:
+            # The honest peer's PKI-ID with the attacker's identity, signed by the attacker (newer than the honest
+            # peer's own: an older one would be dropped as stale before any check).
+            impostor = messages.alive(hostile.endpoint, honest_pki, time.time_ns(), 1, identity=hostile.mcs.identity)
+            hostile.send(messages.seal(impostor, hostile.mcs.sign), [to_victim])
+            await wait_for(lambda: moved("alive_forged", lambda: discovery(cluster, victim), before), 30, "refused")
+            # A real block, in a state response to no request.
+            assert hostile.last_block is not None
+            response = messages.state_response(layout.channel.encode(), [hostile.last_block.data_msg.payload], 99)
+            hostile.send(messages.seal(response), [to_victim])
+            await wait_for(
+                lambda: moved("responses_ignored", lambda: state_stats(cluster, victim), state_before), 30, "ignored"
+            )
+            # The honest peer "declares" itself leader, signed by the attacker (newer than its own declarations).
+            claim = messages.leadership(layout.channel.encode(), honest_pki, time.time_ns(), 1, is_declaration=True)
+            hostile.send(messages.seal(claim, hostile.mcs.sign), [to_victim])
+            rejected = await wait_for(lambda: events(cluster, victim, "leadership_rejected"), 30, "leadership refused")
+            assert [e["pki_id"] for e in rejected] == [honest_pki.hex()]
+            # The honest peer stops; its last alive message, replayed, must not bring it back.
+            await cluster.stop(honest.id)
+
+            async def dead() -> bool:
+                status = await cluster.status(victim)
+                return any(m["pki_id"] == honest_pki.hex() and not m["alive"] for m in (status or {})["membership"])
+
+            await wait_for(dead, 30, "the victim lists the stopped peer dead")
+            stale = await discovery(cluster, victim)
+            hostile.send(hostile.alive_of[honest_pki], [to_victim])
+            await wait_for(lambda: moved("alive_stale", lambda: discovery(cluster, victim), stale), 30, "stale")
+            assert await dead()
+            # The victim, alone now, still commits what the orderer cuts.
+            await cluster.submit(count=2)
+            await cluster.wait_heights([victim], 5, 60)
+        watch.check()
+    print(f"also refused: victim {watch.describe()}")
