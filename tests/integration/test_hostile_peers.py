@@ -132,6 +132,48 @@ async def test_forged_membership_flood_costs_the_victim_a_few_checks_and_its_sen
     print(f"finding 1: victim {watch.describe()}, {submitted} blocks committed meanwhile")
 
 
+async def test_forged_alive_messages_sent_one_by_one_earn_the_same_penalty(
+    clusters: Callable[[NetworkLayout], Cluster], tmp_path: Path
+) -> None:
+    """Finding 1 without the response around it: the same forgeries sent as 1,000 alive messages, one by one,
+    escaped the penalty (each a signature check: one attacker kept 60 % of the victim's core busy). Now
+    maxForgedPerResponse (8) of them within penaltyDuration penalize their sender as a forged response does.
+
+    Memory bound 300 MiB: a forged alive message is 150 bytes and none is kept."""
+    cluster, (honest, victim) = await start_network(clusters, tmp_path)
+    async with HostilePeer(cluster.layout, cluster.peers[2]) as hostile:
+        to_victim = await hostile.meet(cluster, victim)
+        status = await cluster.status(honest)
+        assert status is not None
+        claimed = RemotePeer(bytes.fromhex(status["pki_id"]), honest.endpoint)
+        forgeries = forged_alive_flood(claimed, 1000, hostile.mcs.sign(b"not the payload"))
+        before = await discovery(cluster, victim)
+        async with Watch(cluster.http, victim, cluster.running[victim.id].pid, limit_mb=300) as watch:
+            load = Load(cluster.layout, per_round=1, pause=0.25).start()
+            try:
+                for envelope in forgeries.alive:
+                    hostile.send(envelope, [to_victim])
+                    await hostile.comm.writable(to_victim.pki_id)  # as fast as the connection takes them
+                seen: dict[str, int] = {}
+
+                async def ignored() -> bool:
+                    seen.update(await discovery(cluster, victim))
+                    return seen["penalized_messages"] > before["penalized_messages"]
+
+                # Penalized and disconnected, the attacker's later forgeries (those its queue kept) go unread.
+                await wait_for(ignored, 30, "the forgeries ignored", describe=lambda: str(seen))
+            finally:
+                submitted = await load.stop()
+            await cluster.wait_heights([honest, victim], 1 + submitted, 60)
+        watch.check()
+    assert seen["alive_forged"] - before["alive_forged"] == 8, seen  # of 1,000
+    assert [e["pki_id"] for e in await events(cluster, victim, "peer_penalized")] == [hostile.pki_id.hex()]
+    status = await cluster.status(victim)
+    assert status is not None
+    assert any(m["endpoint"] == honest.endpoint and m["alive"] for m in status["membership"])
+    print(f"direct forgeries: victim {watch.describe()}, {seen['alive_forged'] - before['alive_forged']} checked")
+
+
 async def test_alive_messages_naming_thousands_of_unknown_peers_make_a_few_dials(
     clusters: Callable[[NetworkLayout], Cluster], tmp_path: Path
 ) -> None:
