@@ -1,7 +1,7 @@
 """Soak: a rumor network under a hostile peer for half an hour; does the honest peers' memory stay flat?
 
     python bench/soak.py [--minutes 30] [--rate 2] [--orgs 2] [--peers-per-org 2] [--sample 10] [--round 20]
-                         [--out bench/results]
+                         [--no-attack] [--out bench/results]
 
 Network: `rumor network init` in a temporary directory (--orgs x --peers-per-org honest peers plus two spare
 identities per org, TLS on, one envelope per block, Fabric's gossip defaults except
@@ -35,7 +35,9 @@ Verdict "flat within 10 %": the run is cut into sixths; after the first sixth (w
 mean RSS of the second sixth (minutes 5-10) is each honest peer's baseline, the mean of the last sixth
 (minutes 25-30) its end; the memory is flat when every honest peer's end is within 10 % of its baseline
 (|end - baseline| <= 0.1 x baseline). Shorter runs (--minutes) scale the windows alike. Results:
-bench/results/soak-<minutes>min.json and .md, and a table on stdout.
+bench/results/soak-<minutes>min.json and .md, and a table on stdout. --no-attack is the control: the same
+network, load and sampling without the hostile party (soak-<minutes>min-control.json and .md), to tell the
+memory the attacks cost from what the peers' own work does to it.
 """
 
 from __future__ import annotations
@@ -213,11 +215,15 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             await cluster.wait_converged(honest, 120)
             await submit_direct(layout, [bytes([i]) * 1_000_000 for i in range(10)])
             await cluster.wait_heights(honest, 11, 120)
-            await hostile.start()
-            hostile.state_height = 10**12
-            hostile.answer_state = lambda msg: messages.state_response(layout.channel.encode(), [], msg.message.nonce)
-            victims = [(p, await hostile.meet(cluster, p, timeout=120)) for p in honest]
-            adversary = Adversary(cluster, hostile, spares[1], victims, victims[0][1])
+            adversary = None
+            if not args.no_attack:
+                await hostile.start()
+                hostile.state_height = 10**12
+                hostile.answer_state = lambda msg: messages.state_response(
+                    layout.channel.encode(), [], msg.message.nonce
+                )
+                victims = [(p, await hostile.meet(cluster, p, timeout=120)) for p in honest]
+                adversary = Adversary(cluster, hostile, spares[1], victims, victims[0][1])
             print(f"soak: network up in {tmp}; {args.minutes:g} min from now", flush=True)
             return await soak(args, cluster, honest, adversary, seconds)
         finally:
@@ -227,7 +233,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 
 
 async def soak(
-    args: argparse.Namespace, cluster: Cluster, honest: list[PeerEntry], adversary: Adversary, seconds: float
+    args: argparse.Namespace, cluster: Cluster, honest: list[PeerEntry], adversary: Adversary | None, seconds: float
 ) -> dict[str, Any]:
     layout = cluster.layout
     start_heights = await cluster.heights(honest)
@@ -242,7 +248,10 @@ async def soak(
     async with contextlib.AsyncExitStack() as stack:
         for watch in watches:
             await stack.enter_async_context(watch)
-        tasks = [asyncio.create_task(load.run()), asyncio.create_task(adversary.run(args.round))]
+        tasks = [asyncio.create_task(load.run())]
+        if adversary is not None:
+            tasks.append(asyncio.create_task(adversary.run(args.round)))
+        rounds = (lambda: adversary.rounds) if adversary is not None else (lambda: 0)
         try:
             next_sample = began
             while (now := time.monotonic()) - began <= seconds:
@@ -252,7 +261,7 @@ async def soak(
                         series[peer.id].append((round(t, 1), round(rss_mb(pids[peer.id]), 1)))
                     orderer.append((round(t, 1), round(rss_mb(orderer_pid), 1)))
                     line = " ".join(f"{p.id.split('.')[0]}/{p.org[:4]} {series[p.id][-1][1]:.0f}" for p in honest)
-                    print(f"{t / 60:5.1f} min  RSS MiB: {line}  rounds {adversary.rounds}", flush=True)
+                    print(f"{t / 60:5.1f} min  RSS MiB: {line}  rounds {rounds()}", flush=True)
                     next_sample += args.sample
                 for task in tasks:
                     if task.done():
@@ -262,7 +271,8 @@ async def soak(
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await adversary.close()
+            if adversary is not None:
+                await adversary.close()
     elapsed = time.monotonic() - began
     # Blocks the orderer cut before the end reach everyone: let them drain, then count.
     end_heights = await cluster.heights(honest)
@@ -285,8 +295,9 @@ async def soak(
         "health": {w.peer.id: {"ok": w.health_ok, "failed": len(w.health_failures)} for w in watches},
         "health_failures": {w.peer.id: w.health_failures[:20] for w in watches if w.health_failures},
         "guard_breaches": [w.breach for w in watches if w.breach],
-        "rounds": adversary.rounds,
-        "steps": dict(adversary.steps),
+        "attack": adversary is not None,
+        "rounds": rounds(),
+        "steps": dict(adversary.steps) if adversary is not None else {},
         "defences": {p.id: await defences(cluster, p) for p in honest},
         "rss_mb": series,
         "orderer_rss_mb": orderer,
@@ -295,15 +306,23 @@ async def soak(
     return result
 
 
+def mib(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0f}"
+
+
 def markdown(result: dict[str, Any]) -> tuple[str, str]:
     v = result["verdict"]
     b0, b1 = (x / 60 for x in v["windows"]["baseline_s"])
     e0, e1 = (x / 60 for x in v["windows"]["end_s"])
+    attack = (
+        f"one hostile party replaying the attacks (a round every {result['round_s']:g} s, {result['rounds']} rounds)"
+        if result["attack"]
+        else "no hostile party (the control run)"
+    )
     header = (
         f"machine: {result['machine']}; commit {result['commit']}; soak of {result['elapsed_s'] / 60:.1f} min, "
         f"{result['orgs']} orgs x {result['peers_per_org']} peers + rumor's orderer, {result['rate_per_s']:g} "
-        f"blocks/s of 1 KB, one hostile party replaying the attacks (a round every {result['round_s']:g} s, "
-        f"{result['rounds']} rounds); RSS sampled every {result['sample_s']:g} s; verdict: mean RSS of minutes "
+        f"blocks/s of 1 KB, {attack}; RSS sampled every {result['sample_s']:g} s; verdict: mean RSS of minutes "
         f"{e0:.1f}-{e1:.1f} against minutes {b0:.1f}-{b1:.1f}, flat when within {v['tolerance']:.0%}"
     )
     rows = [
@@ -315,12 +334,12 @@ def markdown(result: dict[str, Any]) -> tuple[str, str]:
         change = "n/a" if p["change"] is None else f"{p['change']:+.1%}"
         health = result["health"][name]
         rows.append(
-            f"| {name} | {points[0][1]:.0f} | {p['baseline_mb'] or 0:.0f} | {p['end_mb'] or 0:.0f} | {change} | "
+            f"| {name} | {points[0][1]:.0f} | {mib(p['baseline_mb'])} | {mib(p['end_mb'])} | {change} | "
             f"{max(mb for _, mb in points):.0f} | {result['blocks_committed'][name]} | "
             f"{health['ok']} / {health['failed']} |"
         )
     flat = "**flat within 10 %**" if v["flat"] else "**not flat within 10 %**"
-    steps = ", ".join(f"{k}: {n}" for k, n in sorted(result["steps"].items()))
+    steps = ", ".join(f"{k}: {n}" for k, n in sorted(result["steps"].items())) or "none"
     lines = [
         *rows,
         "",
@@ -351,6 +370,7 @@ def main() -> int:
     parser.add_argument("--peers-per-org", type=int, default=2)
     parser.add_argument("--sample", type=float, default=10.0, help="seconds between RSS samples")
     parser.add_argument("--round", type=float, default=20.0, help="seconds between the hostile rounds")
+    parser.add_argument("--no-attack", action="store_true", help="the control run: the same without the attacks")
     parser.add_argument("--guard-mb", type=float, default=1500.0, help="a peer past this RSS is killed (the run fails)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args()
@@ -361,7 +381,7 @@ def main() -> int:
     try:
         result = asyncio.run(run(args, tmp))
         header, text = markdown(result)
-        name = f"soak-{args.minutes:g}min"
+        name = f"soak-{args.minutes:g}min" + ("-control" if args.no_attack else "")
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
         (args.out / f"{name}.md").write_text(f"*{header}*\n\n{text}\n")
