@@ -354,7 +354,8 @@ class GossipConfig:
         "maxForgedPerResponse",
         8,
         "Alive messages failing verification after which the rest of a membership response is dropped and its "
-        "sender ignored for penaltyDuration (messages). Not a Fabric key.",
+        "sender ignored for penaltyDuration; as many sent one by one within penaltyDuration do the same "
+        "(messages). Not a Fabric key.",
         positive=True,
     )
     penalty_duration: float = setting(

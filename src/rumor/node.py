@@ -119,7 +119,17 @@ class _Subscriber:
 
 
 RECENT_EVENTS = frozenset(
-    {"peer_alive", "peer_dead", "leader_changed", "block_rejected", "bootstrap_refused", "channel_access_denied"}
+    {
+        "peer_alive",
+        "peer_dead",
+        "leader_changed",
+        "block_rejected",
+        "bootstrap_refused",
+        "channel_access_denied",
+        "peer_penalized",
+        "peer_distrusted",
+        "leadership_rejected",
+    }
 )
 """Tracer events kept for ``status()["events"]`` (the rare ones an operator wants to see)."""
 
@@ -529,6 +539,8 @@ class Peer:
             "pki_id": self.pki_id.hex(),
             "channels": channels,
             "membership": membership,
+            # what discovery saw and refused: unsolicited, oversized or forged membership, throttled dials
+            "discovery": dataclasses.asdict(self.core.node.discovery.stats),
             "connections": [c.pki_id.hex() for c in self.comm.connections()],
             "comm": self.comm.metrics.as_dict(),
             "events": [
@@ -868,8 +880,17 @@ class Peer:
             ("comm_bytes_sent", m.comm_bytes_sent),
             ("comm_bytes_received", m.comm_bytes_received),
             ("comm_handshakes_failed", m.comm_handshakes_failed),
+            ("comm_write_timeouts", m.comm_write_timeouts),
         ):
             self._advance(counter, key, counts.get(key, 0))
+        discovery = self.core.node.discovery.stats
+        for reason, value in (
+            ("unsolicited", discovery.responses_unsolicited),
+            ("oversized", discovery.responses_oversized),
+            ("forged", discovery.responses_cut_short),
+        ):
+            self._advance(m.membership_responses_refused.labels(reason), f"responses_{reason}", value)
+        self._advance(m.membership_identify_dials_throttled, "identify_throttled", discovery.identify_throttled)
         m.comm_connections.set(len(self.comm.connections()))
         m.membership_total_peers_known.set(len(self.core.node.peers()))
         m.membership_dead_peers.set(len(self.core.node.dead_peers()))
@@ -881,6 +902,7 @@ class Peer:
                 (m.state_requests_sent, stats.requests_sent, "sent"),
                 (m.state_requests_served, stats.requests_served, "served"),
                 (m.state_requests_throttled, stats.requests_throttled, "throttled"),
+                (m.state_peers_distrusted, stats.peers_distrusted, "distrusted"),
             ):
                 self._advance(counter.labels(name), f"state_{what}/{name}", value)
 

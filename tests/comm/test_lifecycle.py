@@ -257,5 +257,6 @@ async def test_a_peer_that_stops_reading_is_cut_off_by_the_write_timeout(comms, 
         assert await asyncio.wait_for(dead.get(), 30) == remote.pki_id
         assert a.connection(remote.pki_id) is None
         assert any("writeTimeout" in r.getMessage() for r in caplog.records)  # ended by the timeout, not otherwise
+        assert a.metrics.write_timeouts == 1 and a.metrics.as_dict()["comm_write_timeouts"] == 1
     finally:
         subprocess_peer.proc.send_signal(signal.SIGCONT)

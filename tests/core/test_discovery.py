@@ -777,3 +777,36 @@ def test_alive_messages_of_unknown_peers_make_a_bounded_number_of_dials(reg: Che
         d.on_handshake(HandshakeResult(endpoint, error="refused"), 5.2)
     run(d, 60.0)
     assert len(d._dials) == 0
+
+
+def test_forged_alive_messages_sent_one_by_one_penalize_their_sender(reg: CheapRegistry) -> None:
+    """Found with the real-process hostile peer: the penalty of a forged membership response was escaped by sending the
+    same forgeries as alive messages one by one (a signature check each, ~3,000 a second: 60 % of a core)."""
+    me, attacker, victim, clumsy = (make_peer(reg, n) for n in ("me", "attacker", "victim", "clumsy"))
+    d = make_discovery(me, max_forged_per_response=3, penalty_duration=30.0)
+    d.start(0.0)
+    for p in (attacker, victim, clumsy):
+        d.on_message(received(p, alive_env(p, 1, 1)), 0.0)
+
+    def forged(seq: int) -> pb.Envelope:
+        return wire.seal(
+            wire.alive(victim.external, victim.pki_id, 1, seq, identity=victim.identity), attacker.mcs.sign
+        )
+
+    # Two within penaltyDuration, then a third only after it: never three in one window, never penalized.
+    assert Disconnect(clumsy.pki_id) not in d.on_message(received(clumsy, forged(2)), 1.0)
+    d.on_message(received(clumsy, forged(3)), 2.0)
+    d.on_message(received(clumsy, forged(4)), 40.0)
+    assert events(d, "peer_penalized") == []
+    # Three within the window: the third penalizes its sender, whose messages then go unread.
+    out: list[Effect] = []
+    for seq in (5, 6, 7):
+        out += d.on_message(received(attacker, forged(seq)), 41.0)
+    assert Disconnect(attacker.pki_id) in out
+    assert [e["pki_id"] for e in events(d, "peer_penalized")] == [attacker.pki_id]
+    forged_count = d.stats.alive_forged
+    for seq in range(8, 1000):
+        d.on_message(received(attacker, forged(seq)), 42.0)
+    assert d.stats.alive_forged == forged_count  # not one more signature checked
+    assert d.stats.penalized_messages == 992
+    assert d.is_alive(victim.pki_id)  # the peer the forgeries claimed is untouched

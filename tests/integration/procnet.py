@@ -567,12 +567,16 @@ def peer_msp_dir(layout: NetworkLayout, peer: PeerEntry) -> Path:
     return peer_node_dir(layout, peer) / "msp"
 
 
+def peer_tls(layout: NetworkLayout, as_peer: PeerEntry) -> TLSMaterial:
+    """The TLS certificate and key of ``as_peer``, trusting the TLS CAs of every peer org."""
+    node = peer_node_dir(layout, as_peer)
+    roots = sorted((layout.root / "crypto" / "peerOrganizations").glob("*/tlsca/*-cert.pem"))
+    return TLSMaterial.from_files(node / "tls" / "server.crt", node / "tls" / "server.key", roots)
+
+
 def gossip_client(
     layout: NetworkLayout, as_peer: PeerEntry, configs: Sequence[channelconfig.ChannelConfig] = ()
 ) -> Comm:
     """A bare comm (mutual TLS, gossip handshake) holding the identity of ``as_peer``, which must not run."""
-    node = peer_node_dir(layout, as_peer)
-    roots = sorted((layout.root / "crypto" / "peerOrganizations").glob("*/tlsca/*-cert.pem"))
-    tls = TLSMaterial.from_files(node / "tls" / "server.crt", node / "tls" / "server.key", roots)
     mcs = crypto_service(layout, as_peer, configs)
-    return Comm(CommConfig(listen_address="127.0.0.1:0", tls=tls), mcs, mcs, mcs.identity)
+    return Comm(CommConfig(listen_address="127.0.0.1:0", tls=peer_tls(layout, as_peer)), mcs, mcs, mcs.identity)

@@ -52,6 +52,9 @@ async def test_metrics_use_fabric_names(server: OperationsServer) -> None:
     assert "gossip_comm_messages_sent_total 7.0" in body
     for name in ("gossip_comm_overflow_count", "gossip_membership_total_peers_known", "gossip_leader_election_leader"):
         assert name in body
+    # the defences against hostile peers (their series appear once counted, except the unlabelled ones)
+    for name in ("gossip_comm_write_timeouts_total", "gossip_membership_identify_dials_throttled_total"):
+        assert name in body
 
 
 async def test_status_json(server: OperationsServer) -> None:

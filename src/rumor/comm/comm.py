@@ -92,6 +92,8 @@ class CommMetrics:
     bytes_sent: int = 0
     bytes_received: int = 0
     handshakes_failed: int = 0
+    write_timeouts: int = 0
+    """Connections ended because a write outlasted writeTimeout (a peer that stopped reading)."""
     dropped: Counter[str] = field(default_factory=Counter)
     """Outgoing messages dropped, by reason (overflow, unreachable, oversized, closed, stopped)."""
     invalid_frames: Counter[str] = field(default_factory=Counter)
@@ -107,6 +109,7 @@ class CommMetrics:
             "comm_bytes_sent": self.bytes_sent,
             "comm_bytes_received": self.bytes_received,
             "comm_handshakes_failed": self.handshakes_failed,
+            "comm_write_timeouts": self.write_timeouts,
             "comm_invalid_frames": sum(self.invalid_frames.values()),
             "comm_subscriber_drops": sum(self.subscriber_drops.values()),
         }
@@ -914,6 +917,8 @@ class Comm:
     def _on_end(self, conn: Connection, ending: Ending) -> None:
         self._live.discard(conn)
         pki_id = conn.pki_id
+        if conn.write_timed_out:
+            self.metrics.write_timeouts += 1
         for frame in conn.take_queued():
             self._count_drop(pki_id, "closed", len(frame))
         if self._conns.get(pki_id) is conn:

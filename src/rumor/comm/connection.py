@@ -59,6 +59,10 @@ class StreamBroken(Exception):
     """The stream failed (as opposed to ending cleanly)."""
 
 
+class WriteTimedOut(StreamBroken):
+    """A write took longer than writeTimeout: the remote stopped reading (counted apart, an operator wants to know)."""
+
+
 def describe_rpc_error(exc: BaseException) -> str:
     if isinstance(exc, aio.AioRpcError):
         details = exc.details() or ""
@@ -207,6 +211,8 @@ class Connection:
         """Set once the connection store made this the connection to its peer."""
         self.retired = False
         """Set when another connection to the same peer won; this one only reads until it is closed."""
+        self.write_timed_out = False
+        """Set when the connection ended because one write outlasted writeTimeout."""
 
     @property
     def pki_id(self) -> bytes:
@@ -312,6 +318,7 @@ class Connection:
                 elif exc is None:
                     ending = Ending(EndReason.EOF)
                 elif isinstance(exc, StreamBroken):
+                    self.write_timed_out = isinstance(exc, WriteTimedOut)
                     ending = Ending(EndReason.BROKEN, str(exc))
                 else:
                     ending = Ending(EndReason.BROKEN, f"{type(exc).__name__}: {exc}")
@@ -403,7 +410,7 @@ class Connection:
                 async with asyncio.timeout(self._write_timeout):
                     await self._stream.write(frame)
             except TimeoutError:
-                raise StreamBroken(
+                raise WriteTimedOut(
                     f"a write took more than {self._write_timeout:g}s: the peer does not read (writeTimeout)"
                 ) from None
             self._writing = None

@@ -5,7 +5,9 @@
                               send it to propagatePeerNum random alive peers
     on AliveMessage(X, t)     ignore X == me, and t <= the newest (inc_num, seq_num) known for X; verify the
                               signature with X's identity (remembered, or carried and checked by the identity
-                              mapper); new X or dead X -> alive (peer_alive); forward to propagatePeerNum peers
+                              mapper); new X or dead X -> alive (peer_alive); forward to propagatePeerNum peers;
+                              a forged one counts against its sender: maxForgedPerResponse of them within
+                              penaltyDuration -> the sender is ignored and disconnected for penaltyDuration
     every timeout / 10        alive X unheard for aliveExpirationTimeout -> dead (peer_dead), Disconnect;
                               dead X unheard for msgExpirationFactor x timeout -> forgotten (peer_forgotten),
                               unless X is a bootstrap or anchor peer; a forgotten X comes back only with a newer
@@ -15,7 +17,10 @@
     on MembershipRequest      its self_information must be the alive message of the connection's proven PKI-ID
                               (else spoofed: no reply); reply MembershipResponse{alive, dead}, filtered for the
                               requester by the disclosure policy; the response echoes the request's nonce
-    on MembershipResponse     every envelope is handled as an alive message; dead ones only for unknown peers
+    on MembershipResponse     only one answering our request to that very peer (its nonce), of at most
+                              maxMembershipEntries entries; every envelope is handled as an alive message, dead
+                              ones only for unknown peers; maxForgedPerResponse forged ones end the response and
+                              penalize its sender
     start                     Handshake each bootstrap peer and each peer of the peer store; on success (bootstrap
                               peers: same org only) send a MembershipRequest; redo every reconnectInterval until
                               a response comes, up to maxConnectionAttempts. Anchor peers (channel config) alike.
@@ -251,6 +256,8 @@ class Discovery:
         self._asked: dict[PKIid, tuple[int, float]] = {}
         # Peers that sent forged membership: ignored until the time given.
         self._penalized: dict[PKIid, float] = {}
+        # Forged alive messages each peer sent us directly: (count, since when), over penaltyDuration.
+        self._forged_by: dict[PKIid, tuple[int, float]] = {}
         self._identify_tokens = float(config.identify_dials)
         self._identify_refilled = 0.0
         self._warned: dict[tuple[str, PKIid], float] = {}
@@ -513,10 +520,33 @@ class Discovery:
     # --- alive messages -------------------------------------------------------------------------
 
     def _on_alive_message(self, msg: ReceivedMessage, now: float) -> list[Effect]:
+        forged_before = self.stats.alive_forged
         outcome, member, effects = self._accept_alive(msg.envelope, now)
         if outcome == _FRESH and member is not None:
             effects += self._forward(member, msg.sender)
+        if self.stats.alive_forged > forged_before:
+            effects += self._count_forgery(msg.sender, now)
         return effects
+
+    def _count_forgery(self, sender: PKIid, now: float) -> list[Effect]:
+        """A forged alive message came straight from ``sender``; past maxForgedPerResponse of them within
+        penaltyDuration, it is penalized as a forged membership response is.
+
+        An honest peer forwards only alive messages it verified, with the identity their PKI-ID is bound to,
+        so a forgery it hands us is its own: one at a time, such messages cost a signature check each and would
+        otherwise be free to repeat.
+        """
+        count, since = self._forged_by.get(sender, (0, now))
+        if now - since > self.config.penalty_duration:
+            count, since = 0, now
+        count += 1
+        if count >= self.config.max_forged_per_response:
+            self._forged_by.pop(sender, None)
+            return self._penalize(sender, now, f"{count} forged alive messages within {now - since:.0f}s")
+        if sender not in self._forged_by and len(self._forged_by) >= 1024:  # bounded: the oldest goes first
+            del self._forged_by[next(iter(self._forged_by))]
+        self._forged_by[sender] = (count, since)
+        return []
 
     def _accept_alive(
         self, envelope: pb.Envelope, now: float, *, as_dead: bool = False, quiet: bool = False
@@ -791,6 +821,9 @@ class Discovery:
         for pki_id, until in list(self._penalized.items()):
             if now >= until:
                 del self._penalized[pki_id]
+        for pki_id, (_, since) in list(self._forged_by.items()):
+            if now - since > self.config.penalty_duration:
+                del self._forged_by[pki_id]
         for endpoint, dial in list(self._dials.items()):
             # Dials made only to identify a peer are done once tried; keeping them would let the endpoints
             # named by alive messages pile up without bound.

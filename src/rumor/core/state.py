@@ -371,4 +371,5 @@ class StateProvider:
                 self.config.distrust_period,
                 why,
             )
+            self.tracer.event("peer_distrusted", now, channel=self.channel, pki_id=peer.pki_id, reason=why)
         self._distrusted[peer.pki_id] = now + self.config.distrust_period

@@ -45,6 +45,40 @@ class PeerMetrics:
         self.comm_overflow_count = Counter(
             "comm_overflow_count", "Messages dropped because a send queue was full", namespace=NAMESPACE, registry=r
         )
+        self.comm_write_timeouts = Counter(
+            "comm_write_timeouts",
+            "Connections closed because a write outlasted writeTimeout (the peer stopped reading)",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        # The defences against hostile peers, each a count an operator may alert on.
+        self.membership_responses_refused = Counter(
+            "membership_responses_refused",
+            "Membership responses not read (unsolicited, oversized) or cut short and their sender penalized (forged)",
+            ["reason"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.membership_identify_dials_throttled = Counter(
+            "membership_identify_dials_throttled",
+            "Dials to learn an unknown peer's identity not made (identifyDials token bucket empty)",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.state_requests_throttled = Counter(
+            "state_requests_throttled",
+            "State-transfer requests not served (serveBytesPerSecond of the requester spent)",
+            ["channel"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.state_peers_distrusted = Counter(
+            "state_peers_distrusted",
+            "Peers not asked for blocks for distrustPeriod (they answered without the blocks their height promised)",
+            ["channel"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.membership_total_peers_known = Gauge(
             "membership_total_peers_known", "Alive peers known", namespace=NAMESPACE, registry=r
         )
@@ -103,10 +137,6 @@ class PeerMetrics:
         self.state_requests_served = Counter(
             "state_requests_served", "State-transfer requests answered", ["channel"], namespace=NAMESPACE, registry=r
         )
-        self.state_requests_throttled = Counter(
-            "state_requests_throttled", "State-transfer requests not answered: the requester's byte budget was spent",
-            ["channel"], namespace=NAMESPACE, registry=r,
-        )  # fmt: skip
         self.state_blocks_committed = Counter(
             "state_blocks_committed", "Blocks committed, by any path (push, pull, state transfer, deliver)",
             ["channel"], namespace=NAMESPACE, registry=r,
